@@ -1,0 +1,1 @@
+//! The secret vault: keys, envelope encryption, rotation, signing and trust.
