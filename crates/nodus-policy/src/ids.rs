@@ -54,7 +54,11 @@ fn validate(kind: &'static str, s: &str) -> Result<(), IdError> {
     }
     if s.len() > MAX_ID_LEN {
         let id: String = s.chars().take(32).collect();
-        return Err(IdError::TooLong { kind, id, len: s.len() });
+        return Err(IdError::TooLong {
+            kind,
+            id,
+            len: s.len(),
+        });
     }
     for (at, c) in s.char_indices() {
         let ok = if at == 0 {
@@ -63,7 +67,11 @@ fn validate(kind: &'static str, s: &str) -> Result<(), IdError> {
             c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | ':' | '-')
         };
         if !ok {
-            return Err(IdError::InvalidChar { kind, id: s.to_owned(), at });
+            return Err(IdError::InvalidChar {
+                kind,
+                id: s.to_owned(),
+                at,
+            });
         }
     }
     Ok(())
@@ -190,7 +198,14 @@ mod tests {
 
     #[test]
     fn accepts_usual_ids() {
-        for s in ["acme", "t1", "alice@example.com", "svc:sync-1", "a.b_c-d", "A"] {
+        for s in [
+            "acme",
+            "t1",
+            "alice@example.com",
+            "svc:sync-1",
+            "a.b_c-d",
+            "A",
+        ] {
             assert!(TenantId::new(s).is_ok(), "{s}");
         }
     }
@@ -198,10 +213,22 @@ mod tests {
     #[test]
     fn rejects_bad_ids() {
         assert_eq!(TenantId::new(""), Err(IdError::Empty { kind: "tenant" }));
-        assert!(matches!(TenantId::new("-x"), Err(IdError::InvalidChar { at: 0, .. })));
-        assert!(matches!(ActorId::new("a b"), Err(IdError::InvalidChar { at: 1, .. })));
-        assert!(matches!(TenantId::new("a/b"), Err(IdError::InvalidChar { .. })));
-        assert!(matches!(TenantId::new("x".repeat(129)), Err(IdError::TooLong { len: 129, .. })));
+        assert!(matches!(
+            TenantId::new("-x"),
+            Err(IdError::InvalidChar { at: 0, .. })
+        ));
+        assert!(matches!(
+            ActorId::new("a b"),
+            Err(IdError::InvalidChar { at: 1, .. })
+        ));
+        assert!(matches!(
+            TenantId::new("a/b"),
+            Err(IdError::InvalidChar { .. })
+        ));
+        assert!(matches!(
+            TenantId::new("x".repeat(129)),
+            Err(IdError::TooLong { len: 129, .. })
+        ));
         let e = TenantId::new("a/b").unwrap_err().to_string();
         assert!(e.contains("`a/b`"), "{e}");
     }

@@ -41,11 +41,17 @@ pub struct Label {
 
 impl Label {
     /// The lowest label: level 0, no compartments. Every label dominates it.
-    pub const BOTTOM: Label = Label { level: 0, compartments: 0 };
+    pub const BOTTOM: Label = Label {
+        level: 0,
+        compartments: 0,
+    };
 
     /// A label from a level index and a compartment bitset (bit `i` = compartment `i` of the scheme).
     pub const fn new(level: u8, compartments: u128) -> Self {
-        Label { level, compartments }
+        Label {
+            level,
+            compartments,
+        }
     }
 
     /// The level index (0 = lowest).
@@ -67,15 +73,29 @@ impl Label {
     /// Least upper bound (join): the lowest label that dominates both.
     #[inline]
     pub const fn lub(self, other: Label) -> Label {
-        let level = if self.level >= other.level { self.level } else { other.level };
-        Label { level, compartments: self.compartments | other.compartments }
+        let level = if self.level >= other.level {
+            self.level
+        } else {
+            other.level
+        };
+        Label {
+            level,
+            compartments: self.compartments | other.compartments,
+        }
     }
 
     /// Greatest lower bound (meet): the highest label both dominate.
     #[inline]
     pub const fn glb(self, other: Label) -> Label {
-        let level = if self.level <= other.level { self.level } else { other.level };
-        Label { level, compartments: self.compartments & other.compartments }
+        let level = if self.level <= other.level {
+            self.level
+        } else {
+            other.level
+        };
+        Label {
+            level,
+            compartments: self.compartments & other.compartments,
+        }
     }
 }
 
@@ -169,8 +189,10 @@ impl LabelScheme {
         C::Item: AsRef<str>,
     {
         let levels: Arc<[Arc<str>]> = levels.into_iter().map(|s| Arc::from(s.as_ref())).collect();
-        let compartments: Arc<[Arc<str>]> =
-            compartments.into_iter().map(|s| Arc::from(s.as_ref())).collect();
+        let compartments: Arc<[Arc<str>]> = compartments
+            .into_iter()
+            .map(|s| Arc::from(s.as_ref()))
+            .collect();
         if levels.is_empty() {
             return Err(LabelError::NoLevels);
         }
@@ -181,7 +203,10 @@ impl LabelScheme {
             return Err(LabelError::TooManyCompartments(compartments.len()));
         }
         check_names(levels.iter().chain(compartments.iter()))?;
-        Ok(LabelScheme { levels, compartments })
+        Ok(LabelScheme {
+            levels,
+            compartments,
+        })
     }
 
     /// The classic scheme: `UNCLASSIFIED < CONFIDENTIAL < SECRET < TOP SECRET`, no compartments.
@@ -190,7 +215,10 @@ impl LabelScheme {
             .into_iter()
             .map(Arc::from)
             .collect();
-        LabelScheme { levels, compartments: Arc::from(Vec::new()) }
+        LabelScheme {
+            levels,
+            compartments: Arc::from(Vec::new()),
+        }
     }
 
     /// Level names, lowest first.
@@ -207,8 +235,15 @@ impl LabelScheme {
     pub fn top(&self) -> Label {
         let level = u8::try_from(self.levels.len().saturating_sub(1)).unwrap_or(u8::MAX);
         let n = self.compartments.len();
-        let compartments = if n >= 128 { u128::MAX } else { (1u128 << n) - 1 };
-        Label { level, compartments }
+        let compartments = if n >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << n) - 1
+        };
+        Label {
+            level,
+            compartments,
+        }
     }
 
     /// Parses `LEVEL` or `LEVEL//COMP1,COMP2` (names case-insensitive, spaces around names ignored).
@@ -248,7 +283,10 @@ impl LabelScheme {
             }
         }
         let level = u8::try_from(level).map_err(|_| LabelError::Malformed(s.to_owned()))?;
-        Ok(Label { level, compartments })
+        Ok(Label {
+            level,
+            compartments,
+        })
     }
 
     /// Formats a label as `LEVEL` or `LEVEL//COMP1,COMP2` (compartments in scheme order). A level or
@@ -306,23 +344,41 @@ mod tests {
     #[test]
     fn parse_errors_name_the_part() {
         let s = scheme();
-        assert_eq!(s.parse("COSMIC"), Err(LabelError::UnknownLevel("COSMIC".into())));
-        assert_eq!(s.parse("SECRET//X"), Err(LabelError::UnknownCompartment("X".into())));
+        assert_eq!(
+            s.parse("COSMIC"),
+            Err(LabelError::UnknownLevel("COSMIC".into()))
+        );
+        assert_eq!(
+            s.parse("SECRET//X"),
+            Err(LabelError::UnknownCompartment("X".into()))
+        );
         assert!(matches!(s.parse("SECRET//"), Err(LabelError::Malformed(_))));
         assert!(matches!(s.parse("//CRYPTO"), Err(LabelError::Malformed(_))));
-        assert!(matches!(s.parse("SECRET//A//B"), Err(LabelError::Malformed(_))));
+        assert!(matches!(
+            s.parse("SECRET//A//B"),
+            Err(LabelError::Malformed(_))
+        ));
     }
 
     #[test]
     fn scheme_errors() {
-        assert_eq!(LabelScheme::new(Vec::<&str>::new(), ["A"]), Err(LabelError::NoLevels));
+        assert_eq!(
+            LabelScheme::new(Vec::<&str>::new(), ["A"]),
+            Err(LabelError::NoLevels)
+        );
         assert_eq!(
             LabelScheme::new(["A", "a"], Vec::<&str>::new()),
             Err(LabelError::Duplicate("a".into()))
         );
-        assert!(matches!(LabelScheme::new(["A/B"], ["X"]), Err(LabelError::InvalidName(_))));
+        assert!(matches!(
+            LabelScheme::new(["A/B"], ["X"]),
+            Err(LabelError::InvalidName(_))
+        ));
         let many: Vec<String> = (0..129).map(|i| format!("C{i}")).collect();
-        assert_eq!(LabelScheme::new(["A"], many), Err(LabelError::TooManyCompartments(129)));
+        assert_eq!(
+            LabelScheme::new(["A"], many),
+            Err(LabelError::TooManyCompartments(129))
+        );
     }
 
     #[test]

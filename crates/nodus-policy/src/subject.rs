@@ -38,7 +38,9 @@ struct InternerInner {
 
 impl fmt::Debug for Interner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Interner").field("len", &self.len()).finish()
+        f.debug_struct("Interner")
+            .field("len", &self.len())
+            .finish()
     }
 }
 
@@ -249,7 +251,9 @@ impl PermissionSet {
     /// The ids in the set, ascending.
     pub fn iter(&self) -> impl Iterator<Item = PermissionId> + '_ {
         self.0.iter().enumerate().flat_map(|(i, w)| {
-            (0..64u32).filter(move |b| w & (1u64 << b) != 0).map(move |b| PermissionId(i as u32 * 64 + b))
+            (0..64u32)
+                .filter(move |b| w & (1u64 << b) != 0)
+                .map(move |b| PermissionId(i as u32 * 64 + b))
         })
     }
 }
@@ -273,7 +277,11 @@ pub struct Subject {
 impl Subject {
     /// A subject from its parts.
     pub fn new(actor: ActorId, roles: RoleSet, clearance: Label) -> Self {
-        Subject { actor, roles, clearance }
+        Subject {
+            actor,
+            roles,
+            clearance,
+        }
     }
 
     /// The actor.

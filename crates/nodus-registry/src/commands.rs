@@ -1,0 +1,1 @@
+//! The command registry: names resolved to dense ids at registration.

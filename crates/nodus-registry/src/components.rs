@@ -1,0 +1,1 @@
+//! The UI component registry, gated by `ui.allowed_components`.

@@ -1,0 +1,1 @@
+//! The event bus: named topics, tenant-scoped delivery, bounded per-subscriber queues.

@@ -1,0 +1,1 @@
+//! The plugin registry: signed manifests, trust and policy checks, quarantine.

@@ -1,0 +1,3 @@
+//! Placeholder: the quickstart example is written by its owner.
+
+fn main() {}
