@@ -1,0 +1,346 @@
+//! Validation and merge: sources → per-layer values → effective values with provenance.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
+use crate::ids::{ActorId, TenantId};
+use crate::label::LabelScheme;
+use crate::schema::Schema;
+use crate::source::{Doc, PolicySources, Raw, RawKind, parse_doc};
+use crate::value::{Layer, Scope, Value, ValueType};
+
+/// Where an effective value came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The layer that set it.
+    pub layer: Layer,
+    /// The file that set it (`None` for schema defaults).
+    pub file: Option<String>,
+}
+
+/// The values one document sets.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct LayerValues {
+    pub(crate) file: String,
+    pub(crate) values: BTreeMap<String, Value>,
+}
+
+/// Effective values with provenance.
+pub(crate) type Effective = BTreeMap<String, (Value, Provenance)>;
+
+/// A validated, merged policy.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) schema: Arc<Schema>,
+    pub(crate) scheme: LabelScheme,
+    pub(crate) system: LayerValues,
+    pub(crate) system_effective: Effective,
+    pub(crate) tenants: BTreeMap<TenantId, (LayerValues, Effective)>,
+    pub(crate) users: BTreeMap<(TenantId, ActorId), LayerValues>,
+}
+
+struct Ctx<'a> {
+    schema: &'a Schema,
+    errors: Vec<PolicyError>,
+}
+
+impl Ctx<'_> {
+    fn err(
+        &mut self,
+        file: &str,
+        layer: Layer,
+        key: Option<&str>,
+        line: Option<u32>,
+        kind: PolicyErrorKind,
+    ) {
+        self.errors.push(PolicyError {
+            file: file.to_owned(),
+            layer,
+            key: key.map(str::to_owned),
+            line,
+            kind,
+        });
+    }
+
+    /// Flattens a document to `(dotted key, raw value)` pairs, reporting unknown keys.
+    fn flatten(&mut self, doc: &Doc, layer: Layer) -> Vec<(String, Raw)> {
+        let table = match parse_doc(doc, layer) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(e);
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        self.walk(doc, layer, "", table, &mut out);
+        out
+    }
+
+    fn walk(
+        &mut self,
+        doc: &Doc,
+        layer: Layer,
+        prefix: &str,
+        table: Vec<(String, Raw)>,
+        out: &mut Vec<(String, Raw)>,
+    ) {
+        for (k, raw) in table {
+            let path = if prefix.is_empty() {
+                k
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if self.schema.get(&path).is_some() {
+                out.push((path, raw));
+            } else if let (RawKind::Table(inner), true) = (&raw.kind, self.schema.is_section(&path))
+            {
+                let inner = inner.clone();
+                self.walk(doc, layer, &path, inner, out);
+            } else {
+                let hint = self.schema.suggest(&path);
+                self.err(
+                    &doc.file,
+                    layer,
+                    Some(&path),
+                    Some(raw.line),
+                    PolicyErrorKind::UnknownKey(hint),
+                );
+            }
+        }
+    }
+
+    /// Checks scope and type of every pair of a layer; returns the values that passed.
+    fn check_layer(
+        &mut self,
+        doc: &Doc,
+        layer: Layer,
+        pairs: &[(String, Raw)],
+        scheme: Option<&LabelScheme>,
+        locked: &[String],
+    ) -> LayerValues {
+        let mut values = BTreeMap::new();
+        for (key, raw) in pairs {
+            let Some(spec) = self.schema.get(key) else {
+                continue;
+            };
+            if !spec.scope.allows(layer) {
+                self.err(
+                    &doc.file,
+                    layer,
+                    Some(key),
+                    Some(raw.line),
+                    PolicyErrorKind::AboveScope { scope: spec.scope },
+                );
+                continue;
+            }
+            if layer == Layer::User && locked.iter().any(|l| l == key) {
+                self.err(
+                    &doc.file,
+                    layer,
+                    Some(key),
+                    Some(raw.line),
+                    PolicyErrorKind::Locked,
+                );
+                continue;
+            }
+            match spec.check(raw, scheme) {
+                Ok(v) => {
+                    values.insert(key.clone(), v);
+                }
+                Err(kind) => self.err(&doc.file, layer, Some(key), Some(raw.line), kind),
+            }
+        }
+        LayerValues {
+            file: doc.file.clone(),
+            values,
+        }
+    }
+}
+
+fn overlay(base: &Effective, layer: Layer, values: &LayerValues) -> Effective {
+    let mut out = base.clone();
+    for (k, v) in &values.values {
+        out.insert(
+            k.clone(),
+            (
+                v.clone(),
+                Provenance {
+                    layer,
+                    file: Some(values.file.clone()),
+                },
+            ),
+        );
+    }
+    out
+}
+
+fn strings_of(e: &Effective, key: &str) -> Vec<String> {
+    match e.get(key) {
+        Some((Value::Strings(v), _)) => v.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Validates everything and merges the layers. Every problem is reported.
+pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors> {
+    let mut schema = Schema::builtin();
+    let mut errors = sources.read_errors.clone();
+    for doc in &sources.schema {
+        schema.extend(doc, false, &mut errors);
+    }
+    let mut cx = Ctx {
+        schema: &schema,
+        errors,
+    };
+    let empty = Doc {
+        file: "system.toml".into(),
+        text: String::new(),
+    };
+    let system_doc = sources.system.as_ref().unwrap_or(&empty);
+
+    // System layer first: it defines the label scheme every label is checked against.
+    let system_pairs = cx.flatten(system_doc, Layer::System);
+    let unlabelled = cx.check_layer(system_doc, Layer::System, &system_pairs, None, &[]);
+    let mut defaults: Effective = BTreeMap::new();
+    for (k, v) in cx.schema.defaults() {
+        defaults.insert(
+            k.clone(),
+            (
+                v.clone(),
+                Provenance {
+                    layer: Layer::Default,
+                    file: None,
+                },
+            ),
+        );
+    }
+    let pre = overlay(&defaults, Layer::System, &unlabelled);
+    let levels = strings_of(&pre, "mac.levels");
+    let compartments = strings_of(&pre, "mac.compartments");
+    let scheme = match LabelScheme::new(&levels, &compartments) {
+        Ok(s) => s,
+        Err(e) => {
+            let line = system_pairs
+                .iter()
+                .find(|(k, _)| k.starts_with("mac."))
+                .map(|(_, r)| r.line);
+            cx.err(
+                &system_doc.file,
+                Layer::System,
+                Some("mac.levels"),
+                line,
+                PolicyErrorKind::InvalidLabel(e.to_string()),
+            );
+            LabelScheme::default()
+        }
+    };
+    // Labels are checked now that the scheme is known (other problems were already reported).
+    let label_pairs: Vec<(String, Raw)> = system_pairs
+        .iter()
+        .filter(|(k, _)| {
+            cx.schema
+                .get(k)
+                .is_some_and(|s| s.ty == ValueType::Label && s.scope.allows(Layer::System))
+        })
+        .cloned()
+        .collect();
+    let labelled = cx.check_layer(system_doc, Layer::System, &label_pairs, Some(&scheme), &[]);
+    let mut system = unlabelled;
+    system.values.retain(|k, _| {
+        !labelled.values.contains_key(k)
+            && cx.schema.get(k).is_some_and(|s| s.ty != ValueType::Label)
+    });
+    system.values.extend(labelled.values);
+    check_locks(&mut cx, system_doc, Layer::System, &system_pairs);
+    let system_effective = overlay(&defaults, Layer::System, &system);
+
+    let mut tenants = BTreeMap::new();
+    for (tenant, doc) in &sources.tenants {
+        let pairs = cx.flatten(doc, Layer::Tenant);
+        let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(&scheme), &[]);
+        check_locks(&mut cx, doc, Layer::Tenant, &pairs);
+        let effective = overlay(&system_effective, Layer::Tenant, &values);
+        tenants.insert(tenant.clone(), (values, effective));
+    }
+
+    let mut users = BTreeMap::new();
+    for (tenant, actor, doc) in &sources.users {
+        let Some((_, tenant_eff)) = tenants.get(tenant) else {
+            cx.err(
+                &doc.file,
+                Layer::User,
+                None,
+                None,
+                PolicyErrorKind::UnknownTenant(tenant.to_string()),
+            );
+            continue;
+        };
+        let locked = strings_of(tenant_eff, "policy.lock");
+        let pairs = cx.flatten(doc, Layer::User);
+        let values = cx.check_layer(doc, Layer::User, &pairs, Some(&scheme), &locked);
+        users.insert((tenant.clone(), actor.clone()), values);
+    }
+
+    if !cx.errors.is_empty() {
+        return Err(PolicyErrors(cx.errors));
+    }
+    Ok(Compiled {
+        schema: Arc::new(schema),
+        scheme,
+        system,
+        system_effective,
+        tenants,
+        users,
+    })
+}
+
+/// `policy.lock` may only name user-scoped keys.
+fn check_locks(cx: &mut Ctx<'_>, doc: &Doc, layer: Layer, pairs: &[(String, Raw)]) {
+    for (key, raw) in pairs {
+        if key != "policy.lock" {
+            continue;
+        }
+        let RawKind::Array(items) = &raw.kind else {
+            continue;
+        };
+        for item in items {
+            let RawKind::Str(locked) = &item.kind else {
+                continue;
+            };
+            let reason = match cx.schema.get(locked) {
+                None => Some("no such key".to_owned()),
+                Some(s) if s.scope != Scope::User => Some(format!(
+                    "its scope is `{}`, only user-scoped keys can be locked",
+                    s.scope
+                )),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                cx.err(
+                    &doc.file,
+                    layer,
+                    Some(key),
+                    Some(item.line),
+                    PolicyErrorKind::BadLock {
+                        key: locked.clone(),
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Compiled {
+    /// The effective values for a user of a tenant (tenant ⊕ user layer).
+    pub(crate) fn user_effective(&self, tenant: &TenantId, actor: &ActorId) -> Option<Effective> {
+        let (_, t) = self.tenants.get(tenant)?;
+        Some(match self.users.get(&(tenant.clone(), actor.clone())) {
+            Some(u) => overlay(t, Layer::User, u),
+            None => t.clone(),
+        })
+    }
+}

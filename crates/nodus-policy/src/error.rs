@@ -1,0 +1,200 @@
+//! Policy errors: every problem names the file, layer, key (dotted path) and line.
+
+use std::fmt;
+
+use crate::value::{Layer, Scope};
+
+/// What is wrong.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyErrorKind {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Io(String),
+    /// The TOML does not parse.
+    #[error("malformed TOML: {0}")]
+    Malformed(String),
+    /// The key is not in the schema.
+    #[error("unknown key{}", suggestion(.0))]
+    UnknownKey(Option<String>),
+    /// The value has the wrong type.
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        /// The schema type.
+        expected: String,
+        /// What the document had.
+        found: String,
+    },
+    /// A number or length outside the schema's bounds.
+    #[error("{value} is out of range ({bounds})")]
+    OutOfRange {
+        /// The value.
+        value: String,
+        /// The allowed bounds, e.g. `0 ≤ x ≤ 1`.
+        bounds: String,
+    },
+    /// An enum value not in the schema's `values`.
+    #[error("`{value}` is not one of {allowed:?}")]
+    NotAllowed {
+        /// The value.
+        value: String,
+        /// The allowed values.
+        allowed: Vec<String>,
+    },
+    /// The layer may not set this key.
+    #[error("only the {} may set it (scope `{scope}`)", scope_layers(*.scope))]
+    AboveScope {
+        /// The key's scope.
+        scope: Scope,
+    },
+    /// A user override of a key the tenant locked.
+    #[error("the tenant locked it for its users")]
+    Locked,
+    /// A `policy.lock` entry that cannot be locked.
+    #[error("cannot lock `{key}`: {reason}")]
+    BadLock {
+        /// The lock entry.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A label that does not parse, or a label scheme that is invalid.
+    #[error("invalid label: {0}")]
+    InvalidLabel(String),
+    /// A permission pattern with a wildcard somewhere other than a trailing `.*` or a lone `*`.
+    #[error("invalid permission pattern `{0}`: use `name`, `prefix.*` or `*`")]
+    InvalidPattern(String),
+    /// The schema itself is invalid.
+    #[error("invalid schema: {0}")]
+    InvalidSchema(String),
+    /// A tenant or user file name is not a valid id.
+    #[error("invalid id in file name: {0}")]
+    InvalidId(String),
+    /// A user file for a tenant that has no tenant file.
+    #[error("user file for unknown tenant `{0}`")]
+    UnknownTenant(String),
+}
+
+fn suggestion(s: &Option<String>) -> String {
+    match s {
+        Some(k) => format!(" (did you mean `{k}`?)"),
+        None => String::new(),
+    }
+}
+
+fn scope_layers(scope: Scope) -> &'static str {
+    match scope {
+        Scope::System => "system layer",
+        Scope::Tenant => "system and tenant layers",
+        Scope::User => "system, tenant and user layers",
+    }
+}
+
+/// One problem in one policy file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyError {
+    /// The file (as given to `PolicySources`, e.g. `tenants/acme.toml`).
+    pub file: String,
+    /// The layer the file belongs to (`Default` for schema files).
+    pub layer: Layer,
+    /// The dotted key, when the problem concerns one.
+    pub key: Option<String>,
+    /// The 1-based line, where TOML gives it.
+    pub line: Option<u32>,
+    /// What is wrong.
+    pub kind: PolicyErrorKind,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        let layer = if self.layer == Layer::Default {
+            "schema".to_string()
+        } else {
+            format!("{} layer", self.layer)
+        };
+        match &self.key {
+            Some(k) => write!(f, ": {layer}: `{k}`: {}", self.kind),
+            None => write!(f, ": {layer}: {}", self.kind),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+/// Every problem found in a set of policy sources. Validation never stops at the first.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyErrors(pub(crate) Vec<PolicyError>);
+
+impl PolicyErrors {
+    /// The problems, in file order.
+    pub fn errors(&self) -> &[PolicyError] {
+        &self.0
+    }
+
+    /// Number of problems.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// `true` when there is no problem (never the case for a returned error).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{n} policy problem{}:", if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
+
+impl From<PolicyError> for PolicyErrors {
+    fn from(e: PolicyError) -> Self {
+        PolicyErrors(vec![e])
+    }
+}
+
+/// Why a typed accessor could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// The key is not in the schema.
+    #[error("unknown policy key `{0}`")]
+    Unknown(String),
+    /// The key has no value (no default and no layer set it).
+    #[error("policy key `{0}` has no value")]
+    Unset(String),
+    /// The key has another type.
+    #[error("policy key `{key}` is a {actual}, not a {requested}")]
+    WrongType {
+        /// The key.
+        key: String,
+        /// Its type.
+        actual: &'static str,
+        /// The accessor's type.
+        requested: &'static str,
+    },
+}
+
+/// Why `explain` could not answer.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExplainError {
+    /// The tenant has no policy.
+    #[error("unknown tenant `{0}`")]
+    UnknownTenant(String),
+    /// The key is not in the schema.
+    #[error("unknown policy key `{0}`")]
+    UnknownKey(String),
+}

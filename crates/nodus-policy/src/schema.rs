@@ -1,0 +1,568 @@
+//! The schema: every key a policy document may set, with its type, constraints, default and scope.
+//!
+//! The built-in schema (`builtin_schema.toml`, documented in `docs/policy.md`) declares the runtime's
+//! own keys; hosts extend it with a `schema.toml` in the same format:
+//!
+//! ```toml
+//! [keys."notes.max_attachments"]
+//! type = "integer"
+//! scope = "tenant"
+//! default = 10
+//! min = 0
+//! max = 100
+//! doc = "attachments per note"
+//! ```
+
+use std::collections::BTreeMap;
+
+use crate::error::{PolicyError, PolicyErrorKind};
+use crate::label::LabelScheme;
+use crate::source::{Doc, Raw, RawKind, parse_doc};
+use crate::value::{Layer, RateLimit, Scope, Value, ValueType, parse_duration};
+
+/// The built-in schema's text.
+pub const BUILTIN_SCHEMA: &str = include_str!("builtin_schema.toml");
+
+/// The declaration of one key.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct KeySpec {
+    /// The dotted key.
+    pub key: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: ValueType,
+    /// The highest layer allowed to set it.
+    pub scope: Scope,
+    /// The default value.
+    pub default: Option<Value>,
+    /// Lower bound (integer, float).
+    pub min: Option<f64>,
+    /// Upper bound (integer, float).
+    pub max: Option<f64>,
+    /// Longest string / list.
+    pub max_len: Option<usize>,
+    /// Allowed values (enum).
+    pub values: Vec<String>,
+    /// One line of documentation.
+    pub doc: String,
+    /// `true` for keys of the built-in schema.
+    pub builtin: bool,
+}
+
+/// Every declared key.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Schema {
+    keys: BTreeMap<String, KeySpec>,
+}
+
+fn schema_err(
+    file: &str,
+    key: Option<&str>,
+    line: Option<u32>,
+    msg: impl Into<String>,
+) -> PolicyError {
+    PolicyError {
+        file: file.to_owned(),
+        layer: Layer::Default,
+        key: key.map(str::to_owned),
+        line,
+        kind: PolicyErrorKind::InvalidSchema(msg.into()),
+    }
+}
+
+fn num(raw: &Raw) -> Option<f64> {
+    match raw.kind {
+        RawKind::Int(i) => Some(i as f64),
+        RawKind::Float(f) => Some(f),
+        _ => None,
+    }
+}
+
+impl Schema {
+    /// The built-in schema alone.
+    pub fn builtin() -> Self {
+        let mut s = Schema::default();
+        let doc = Doc {
+            file: "<builtin schema>".into(),
+            text: BUILTIN_SCHEMA.into(),
+        };
+        let mut errors = Vec::new();
+        s.extend(&doc, true, &mut errors);
+        debug_assert!(errors.is_empty(), "{errors:?}");
+        s
+    }
+
+    /// The spec of `key`.
+    pub fn get(&self, key: &str) -> Option<&KeySpec> {
+        self.keys.get(key)
+    }
+
+    /// Every spec, by key.
+    pub fn keys(&self) -> impl Iterator<Item = &KeySpec> {
+        self.keys.values()
+    }
+
+    /// `true` when some declared key starts with `prefix.`.
+    pub(crate) fn is_section(&self, prefix: &str) -> bool {
+        let p = format!("{prefix}.");
+        self.keys
+            .range(p.clone()..)
+            .next()
+            .is_some_and(|(k, _)| k.starts_with(&p))
+    }
+
+    /// The declared key closest to `key` (same last segment, or same section), for suggestions.
+    pub(crate) fn suggest(&self, key: &str) -> Option<String> {
+        let last = key.rsplit('.').next().unwrap_or(key);
+        self.keys
+            .keys()
+            .find(|k| k.rsplit('.').next() == Some(last))
+            .or_else(|| {
+                let section = key.split('.').next().unwrap_or(key);
+                self.keys
+                    .keys()
+                    .find(|k| k.split('.').next() == Some(section))
+            })
+            .cloned()
+    }
+
+    /// Adds the keys declared in `doc`; problems go to `errors`.
+    pub(crate) fn extend(&mut self, doc: &Doc, builtin: bool, errors: &mut Vec<PolicyError>) {
+        let table = match parse_doc(doc, Layer::Default) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(e);
+                return;
+            }
+        };
+        for (top, raw) in table {
+            let (RawKind::Table(entries), "keys") = (&raw.kind, top.as_str()) else {
+                errors.push(schema_err(
+                    &doc.file,
+                    Some(&top),
+                    Some(raw.line),
+                    "a schema holds only `[keys.\"<dotted.key>\"]` tables",
+                ));
+                continue;
+            };
+            for (key, raw) in entries {
+                match self.parse_spec(&doc.file, key, raw, builtin) {
+                    Ok(spec) => {
+                        if let Some(old) = self.keys.get(key) {
+                            let why = if old.builtin {
+                                "redefines a built-in key"
+                            } else {
+                                "is declared twice"
+                            };
+                            errors.push(schema_err(&doc.file, Some(key), Some(raw.line), why));
+                        } else {
+                            self.keys.insert(key.clone(), spec);
+                        }
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+    }
+
+    fn parse_spec(
+        &self,
+        file: &str,
+        key: &str,
+        raw: &Raw,
+        builtin: bool,
+    ) -> Result<KeySpec, PolicyError> {
+        let err = |msg: String| schema_err(file, Some(key), Some(raw.line), msg);
+        if key.is_empty() || key.split('.').count() < 2 || key.split('.').any(|s| s.is_empty()) {
+            return Err(err(
+                "keys are dotted paths with at least two segments, like `section.name`".into(),
+            ));
+        }
+        let RawKind::Table(fields) = &raw.kind else {
+            return Err(err("a key's declaration is a table".into()));
+        };
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        for (k, _) in fields {
+            if ![
+                "type", "scope", "default", "min", "max", "max_len", "values", "doc",
+            ]
+            .contains(&k.as_str())
+            {
+                return Err(err(format!("unknown field `{k}`")));
+            }
+        }
+        let ty = match field("type").map(|r| &r.kind) {
+            Some(RawKind::Str(s)) => {
+                ValueType::parse(s).ok_or_else(|| err(format!("unknown type `{s}`")))?
+            }
+            _ => return Err(err("missing `type`".into())),
+        };
+        let scope = match field("scope").map(|r| &r.kind) {
+            Some(RawKind::Str(s)) => Scope::parse(s)
+                .ok_or_else(|| err(format!("unknown scope `{s}`: use system, tenant or user")))?,
+            _ => return Err(err("missing `scope`".into())),
+        };
+        let min = match field("min") {
+            Some(r) => Some(num(r).ok_or_else(|| err("`min` must be a number".into()))?),
+            None => None,
+        };
+        let max = match field("max") {
+            Some(r) => Some(num(r).ok_or_else(|| err("`max` must be a number".into()))?),
+            None => None,
+        };
+        let max_len = match field("max_len").map(|r| &r.kind) {
+            Some(RawKind::Int(i)) if *i >= 0 => Some(usize::try_from(*i).unwrap_or(usize::MAX)),
+            Some(_) => return Err(err("`max_len` must be a non-negative integer".into())),
+            None => None,
+        };
+        let values = match field("values").map(|r| &r.kind) {
+            Some(RawKind::Array(items)) => items
+                .iter()
+                .map(|i| match &i.kind {
+                    RawKind::Str(s) => Ok(s.clone()),
+                    _ => Err(err("`values` must be strings".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => return Err(err("`values` must be an array of strings".into())),
+            None => Vec::new(),
+        };
+        if ty == ValueType::Enum && values.is_empty() {
+            return Err(err("an enum needs `values`".into()));
+        }
+        let doc = match field("doc").map(|r| &r.kind) {
+            Some(RawKind::Str(s)) => s.clone(),
+            Some(_) => return Err(err("`doc` must be a string".into())),
+            None => String::new(),
+        };
+        let mut spec = KeySpec {
+            key: key.to_owned(),
+            ty,
+            scope,
+            default: None,
+            min,
+            max,
+            max_len,
+            values,
+            doc,
+            builtin,
+        };
+        if let Some(d) = field("default") {
+            // Labels in defaults are checked against the default scheme.
+            let v = spec
+                .check(d, Some(&LabelScheme::default()))
+                .map_err(|k| err(format!("invalid default: {k}")))?;
+            spec.default = Some(v);
+        }
+        Ok(spec)
+    }
+
+    /// All keys with their defaults.
+    pub(crate) fn defaults(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.keys
+            .iter()
+            .filter_map(|(k, s)| s.default.as_ref().map(|d| (k, d)))
+    }
+}
+
+fn wrong(expected: &str, raw: &Raw) -> PolicyErrorKind {
+    PolicyErrorKind::WrongType {
+        expected: expected.to_owned(),
+        found: raw.kind.type_name().to_owned(),
+    }
+}
+
+fn bounds(min: Option<f64>, max: Option<f64>) -> String {
+    match (min, max) {
+        (Some(a), Some(b)) => format!("{a} ≤ x ≤ {b}"),
+        (Some(a), None) => format!("x ≥ {a}"),
+        (None, Some(b)) => format!("x ≤ {b}"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `true` when `p` is `*`, `name` or `prefix.*` with no other wildcard.
+pub(crate) fn valid_pattern(p: &str) -> bool {
+    if p == "*" {
+        return true;
+    }
+    let body = p.strip_suffix(".*").unwrap_or(p);
+    !body.is_empty()
+        && !body.contains('*')
+        && !body.split('.').any(str::is_empty)
+        && !body.contains(char::is_whitespace)
+}
+
+impl KeySpec {
+    /// Converts and checks a raw value. Labels are checked only when a scheme is given.
+    pub(crate) fn check(
+        &self,
+        raw: &Raw,
+        scheme: Option<&LabelScheme>,
+    ) -> Result<Value, PolicyErrorKind> {
+        let range = |x: f64| -> Result<(), PolicyErrorKind> {
+            if self.min.is_some_and(|m| x < m) || self.max.is_some_and(|m| x > m) {
+                Err(PolicyErrorKind::OutOfRange {
+                    value: x.to_string(),
+                    bounds: bounds(self.min, self.max),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let len = |n: usize| -> Result<(), PolicyErrorKind> {
+            match self.max_len {
+                Some(m) if n > m => Err(PolicyErrorKind::OutOfRange {
+                    value: format!("length {n}"),
+                    bounds: format!("length ≤ {m}"),
+                }),
+                _ => Ok(()),
+            }
+        };
+        let strings = |raw: &Raw| -> Result<Vec<String>, PolicyErrorKind> {
+            let RawKind::Array(items) = &raw.kind else {
+                return Err(wrong("a list of strings", raw));
+            };
+            items
+                .iter()
+                .map(|i| match &i.kind {
+                    RawKind::Str(s) => Ok(s.clone()),
+                    _ => Err(wrong("a list of strings", i)),
+                })
+                .collect()
+        };
+        Ok(match self.ty {
+            ValueType::Bool => match raw.kind {
+                RawKind::Bool(b) => Value::Bool(b),
+                _ => return Err(wrong("bool", raw)),
+            },
+            ValueType::Integer => match raw.kind {
+                RawKind::Int(i) => {
+                    range(i as f64)?;
+                    Value::Int(i)
+                }
+                _ => return Err(wrong("integer", raw)),
+            },
+            ValueType::Float => match raw.kind {
+                RawKind::Float(f) if f.is_finite() => {
+                    range(f)?;
+                    Value::Float(f)
+                }
+                RawKind::Int(i) => {
+                    range(i as f64)?;
+                    Value::Float(i as f64)
+                }
+                _ => return Err(wrong("float", raw)),
+            },
+            ValueType::String => match &raw.kind {
+                RawKind::Str(s) => {
+                    len(s.chars().count())?;
+                    Value::Str(s.clone())
+                }
+                _ => return Err(wrong("string", raw)),
+            },
+            ValueType::Enum => match &raw.kind {
+                RawKind::Str(s) if self.values.contains(s) => Value::Str(s.clone()),
+                RawKind::Str(s) => {
+                    return Err(PolicyErrorKind::NotAllowed {
+                        value: s.clone(),
+                        allowed: self.values.clone(),
+                    });
+                }
+                _ => return Err(wrong("string", raw)),
+            },
+            ValueType::StringList => {
+                let v = strings(raw)?;
+                len(v.len())?;
+                Value::Strings(v)
+            }
+            ValueType::Duration => match &raw.kind {
+                RawKind::Str(s) => Value::Duration(parse_duration(s).ok_or_else(|| {
+                    PolicyErrorKind::WrongType {
+                        expected: "a duration like \"250ms\", \"30s\", \"5m\", \"1h\", \"7d\""
+                            .into(),
+                        found: format!("\"{s}\""),
+                    }
+                })?),
+                _ => return Err(wrong("duration string", raw)),
+            },
+            ValueType::Label => match &raw.kind {
+                RawKind::Str(s) => {
+                    if let Some(scheme) = scheme {
+                        scheme
+                            .parse(s)
+                            .map_err(|e| PolicyErrorKind::InvalidLabel(format!("`{s}`: {e}")))?;
+                    }
+                    Value::Label(s.clone())
+                }
+                _ => return Err(wrong("label string", raw)),
+            },
+            ValueType::RoleMap => {
+                let RawKind::Table(roles) = &raw.kind else {
+                    return Err(wrong("a table of role = [permissions]", raw));
+                };
+                let mut m = BTreeMap::new();
+                for (role, perms) in roles {
+                    let perms = strings(perms)?;
+                    if let Some(bad) = perms.iter().find(|p| !valid_pattern(p)) {
+                        return Err(PolicyErrorKind::InvalidPattern(bad.clone()));
+                    }
+                    m.insert(role.clone(), perms);
+                }
+                Value::RoleMap(m)
+            }
+            ValueType::RateMap => {
+                let RawKind::Table(classes) = &raw.kind else {
+                    return Err(wrong("a table of class = { rate, per, burst }", raw));
+                };
+                let mut m = BTreeMap::new();
+                for (class, spec) in classes {
+                    m.insert(class.clone(), rate_limit(spec)?);
+                }
+                Value::RateMap(m)
+            }
+        })
+    }
+}
+
+fn rate_limit(raw: &Raw) -> Result<RateLimit, PolicyErrorKind> {
+    let RawKind::Table(fields) = &raw.kind else {
+        return Err(wrong("{ rate = <n>, per = \"1s\", burst = <n> }", raw));
+    };
+    let mut rate = None;
+    let mut per = None;
+    let mut burst = None;
+    for (k, v) in fields {
+        let as_u32 = |v: &Raw, name: &str| -> Result<u32, PolicyErrorKind> {
+            match v.kind {
+                RawKind::Int(i) => u32::try_from(i).map_err(|_| PolicyErrorKind::OutOfRange {
+                    value: format!("{name} = {i}"),
+                    bounds: format!("0 ≤ {name} ≤ {}", u32::MAX),
+                }),
+                _ => Err(wrong("integer", v)),
+            }
+        };
+        match k.as_str() {
+            "rate" => rate = Some(as_u32(v, "rate")?),
+            "burst" => burst = Some(as_u32(v, "burst")?),
+            "per" => match &v.kind {
+                RawKind::Str(s) => match parse_duration(s) {
+                    Some(d) if !d.is_zero() => per = Some(d),
+                    _ => {
+                        return Err(PolicyErrorKind::WrongType {
+                            expected: "a non-zero duration".into(),
+                            found: format!("\"{s}\""),
+                        });
+                    }
+                },
+                _ => return Err(wrong("duration string", v)),
+            },
+            other => {
+                return Err(PolicyErrorKind::WrongType {
+                    expected: "fields rate, per, burst".into(),
+                    found: format!("field `{other}`"),
+                });
+            }
+        }
+    }
+    let rate = rate.ok_or_else(|| PolicyErrorKind::WrongType {
+        expected: "a `rate` field".into(),
+        found: "none".into(),
+    })?;
+    let per = per.ok_or_else(|| PolicyErrorKind::WrongType {
+        expected: "a `per` field".into(),
+        found: "none".into(),
+    })?;
+    Ok(RateLimit {
+        rate,
+        per,
+        burst: burst.unwrap_or(rate).max(1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_schema_parses_completely() {
+        let doc = Doc {
+            file: "<builtin schema>".into(),
+            text: BUILTIN_SCHEMA.into(),
+        };
+        let mut s = Schema::default();
+        let mut errors = Vec::new();
+        s.extend(&doc, true, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        for key in [
+            "rbac.roles",
+            "mac.levels",
+            "mac.compartments",
+            "mac.write_rule",
+            "rate.limits",
+            "audit.durability",
+            "audit.overflow",
+            "audit.queue_capacity",
+            "audit.checkpoint_every",
+            "audit.checkpoint_interval",
+            "keys.rotation_days",
+            "keys.reenvelope_batch",
+            "fields.read_roles",
+            "fields.write_roles",
+            "links.allowed_relations",
+            "links.max_depth",
+            "plugins.allowed",
+            "ui.allowed_components",
+            "observability.enabled",
+            "observability.sampling_rate",
+            "observability.level",
+            "cache.capacity",
+            "cache.ttl",
+            "retention.audit_days",
+            "limits.max_payload_bytes",
+            "tenancy.unknown_tenants",
+        ] {
+            assert!(s.get(key).is_some(), "{key}");
+        }
+        assert_eq!(
+            s.get("observability.sampling_rate").unwrap().default,
+            Some(Value::Float(0.05))
+        );
+        assert!(s.is_section("observability"));
+        assert!(!s.is_section("observ"));
+    }
+
+    #[test]
+    fn patterns() {
+        for ok in ["*", "notes.read", "notes.*", "a.b.*"] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "notes*",
+            "*.read",
+            "no*tes.read",
+            "notes.**",
+            ".*",
+            "a..b",
+        ] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn host_schema_cannot_redefine_builtin() {
+        let mut s = Schema::builtin();
+        let mut errors = Vec::new();
+        let doc = Doc {
+            file: "schema.toml".into(),
+            text: "[keys.\"mac.levels\"]\ntype = \"bool\"\nscope = \"user\"\n[keys.\"app.x\"]\ntype = \"integer\"\nscope = \"user\"\ndefault = \"no\"\n".into(),
+        };
+        s.extend(&doc, false, &mut errors);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors.iter().any(|e| e.key.as_deref() == Some("mac.levels")
+            && e.to_string().contains("redefines a built-in key")));
+        assert!(errors.iter().any(
+            |e| e.key.as_deref() == Some("app.x") && e.to_string().contains("invalid default")
+        ));
+    }
+}

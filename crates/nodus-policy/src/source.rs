@@ -1,0 +1,366 @@
+//! Policy sources: the documents of every layer, from a directory or from strings.
+//!
+//! Directory layout:
+//!
+//! ```text
+//! <dir>/schema.toml                 optional: the host's schema extension (system-owned)
+//! <dir>/system.toml                 the system layer
+//! <dir>/tenants/<tenant>.toml       one per tenant
+//! <dir>/users/<tenant>/<actor>.toml optional: per user within a tenant
+//! ```
+
+use std::path::Path;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
+use crate::ids::{ActorId, TenantId};
+use crate::value::Layer;
+
+/// One document: its name (used in errors), its text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Doc {
+    pub(crate) file: String,
+    pub(crate) text: String,
+}
+
+/// The documents of every layer. Build it from a directory ([`PolicySources::from_dir`]) or from
+/// strings; a `PolicyStore` validates and compiles it.
+///
+/// ```
+/// use nodus_policy::{PolicySources, TenantId};
+/// let sources = PolicySources::new()
+///     .with_system("system.toml", "[observability]\nsampling_rate = 0.05\n")
+///     .with_tenant(TenantId::new("acme").unwrap(), "tenants/acme.toml", "[observability]\nsampling_rate = 0.2\n");
+/// assert_eq!(sources.tenant_count(), 1);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicySources {
+    pub(crate) schema: Vec<Doc>,
+    pub(crate) system: Option<Doc>,
+    pub(crate) tenants: Vec<(TenantId, Doc)>,
+    pub(crate) users: Vec<(TenantId, ActorId, Doc)>,
+    /// Problems found while reading (bad file names, unreadable files), reported with validation.
+    pub(crate) read_errors: Vec<PolicyError>,
+}
+
+impl PolicySources {
+    /// No documents: every key has its schema default, and there are no tenants.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a host schema extension.
+    pub fn with_schema(mut self, file_name: &str, toml: &str) -> Self {
+        self.schema.push(Doc {
+            file: file_name.to_owned(),
+            text: toml.to_owned(),
+        });
+        self
+    }
+
+    /// Sets the system document.
+    pub fn with_system(mut self, file_name: &str, toml: &str) -> Self {
+        self.system = Some(Doc {
+            file: file_name.to_owned(),
+            text: toml.to_owned(),
+        });
+        self
+    }
+
+    /// Adds (or replaces) a tenant document.
+    pub fn with_tenant(mut self, tenant: TenantId, file_name: &str, toml: &str) -> Self {
+        self.tenants.retain(|(t, _)| *t != tenant);
+        self.tenants.push((
+            tenant,
+            Doc {
+                file: file_name.to_owned(),
+                text: toml.to_owned(),
+            },
+        ));
+        self
+    }
+
+    /// Adds (or replaces) a user document within a tenant.
+    pub fn with_user(
+        mut self,
+        tenant: TenantId,
+        actor: ActorId,
+        file_name: &str,
+        toml: &str,
+    ) -> Self {
+        self.users
+            .retain(|(t, a, _)| !(*t == tenant && *a == actor));
+        self.users.push((
+            tenant,
+            actor,
+            Doc {
+                file: file_name.to_owned(),
+                text: toml.to_owned(),
+            },
+        ));
+        self
+    }
+
+    /// Number of tenant documents.
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// Reads a policy directory (layout in the module docs). File names in errors are relative to
+    /// `dir`. A file that cannot be read or a file name that is not a valid id is reported when the
+    /// sources are validated, together with every other problem; a missing or unreadable directory
+    /// is an error here.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] when `dir` itself cannot be read.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, PolicyErrors> {
+        let dir = dir.as_ref();
+        let io_err = |file: String, e: std::io::Error, layer: Layer| PolicyError {
+            file,
+            layer,
+            key: None,
+            line: None,
+            kind: PolicyErrorKind::Io(e.to_string()),
+        };
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(io_err(dir.display().to_string(), e, Layer::System).into());
+        }
+        let mut s = PolicySources::new();
+        let read = |rel: String, layer: Layer, s: &mut PolicySources| -> Option<String> {
+            match std::fs::read_to_string(dir.join(&rel)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    s.read_errors.push(io_err(rel, e, layer));
+                    None
+                }
+            }
+        };
+        if dir.join("schema.toml").is_file()
+            && let Some(t) = read("schema.toml".into(), Layer::Default, &mut s)
+        {
+            s = s.with_schema("schema.toml", &t);
+        }
+        if dir.join("system.toml").is_file()
+            && let Some(t) = read("system.toml".into(), Layer::System, &mut s)
+        {
+            s = s.with_system("system.toml", &t);
+        }
+        for (stem, rel) in toml_files(&dir.join("tenants"), "tenants") {
+            match TenantId::new(&stem) {
+                Ok(t) => {
+                    if let Some(text) = read(rel.clone(), Layer::Tenant, &mut s) {
+                        s = s.with_tenant(t, &rel, &text);
+                    }
+                }
+                Err(e) => s.read_errors.push(PolicyError {
+                    file: rel,
+                    layer: Layer::Tenant,
+                    key: None,
+                    line: None,
+                    kind: PolicyErrorKind::InvalidId(e.to_string()),
+                }),
+            }
+        }
+        let users_dir = dir.join("users");
+        let mut tenant_dirs: Vec<_> = std::fs::read_dir(&users_dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        tenant_dirs.sort();
+        for tdir in tenant_dirs {
+            let tname = tdir.to_string_lossy().to_string();
+            let base = format!("users/{tname}");
+            let tenant = match TenantId::new(&tname) {
+                Ok(t) => t,
+                Err(e) => {
+                    s.read_errors.push(PolicyError {
+                        file: base,
+                        layer: Layer::User,
+                        key: None,
+                        line: None,
+                        kind: PolicyErrorKind::InvalidId(e.to_string()),
+                    });
+                    continue;
+                }
+            };
+            for (stem, rel) in toml_files(&users_dir.join(&tdir), &base) {
+                match ActorId::new(&stem) {
+                    Ok(a) => {
+                        if let Some(text) = read(rel.clone(), Layer::User, &mut s) {
+                            s = s.with_user(tenant.clone(), a, &rel, &text);
+                        }
+                    }
+                    Err(e) => s.read_errors.push(PolicyError {
+                        file: rel,
+                        layer: Layer::User,
+                        key: None,
+                        line: None,
+                        kind: PolicyErrorKind::InvalidId(e.to_string()),
+                    }),
+                }
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// `(file stem, relative path)` of every `*.toml` file in `dir`, sorted.
+fn toml_files(dir: &Path, rel_base: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.path().is_file())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    let stem = name.strip_suffix(".toml")?.to_owned();
+                    Some((stem, format!("{rel_base}/{name}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// A parsed TOML value with the line it starts on.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Raw {
+    pub(crate) line: u32,
+    pub(crate) kind: RawKind,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum RawKind {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Datetime(String),
+    Array(Vec<Raw>),
+    Table(Vec<(String, Raw)>),
+}
+
+impl RawKind {
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            RawKind::Bool(_) => "bool",
+            RawKind::Int(_) => "integer",
+            RawKind::Float(_) => "float",
+            RawKind::Str(_) => "string",
+            RawKind::Datetime(_) => "datetime",
+            RawKind::Array(_) => "array",
+            RawKind::Table(_) => "table",
+        }
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> u32 {
+    let upto = text.get(..offset).unwrap_or(text);
+    u32::try_from(upto.bytes().filter(|b| *b == b'\n').count() + 1).unwrap_or(u32::MAX)
+}
+
+fn convert(text: &str, span_start: usize, v: &DeValue<'_>) -> Result<RawKind, String> {
+    Ok(match v {
+        DeValue::String(s) => RawKind::Str(s.to_string()),
+        DeValue::Integer(i) => {
+            let digits = i.as_str().replace('_', "");
+            RawKind::Int(
+                i64::from_str_radix(&digits, i.radix())
+                    .map_err(|e| format!("integer `{i}`: {e}"))?,
+            )
+        }
+        DeValue::Float(f) => {
+            let s = f.as_str().replace('_', "");
+            RawKind::Float(s.parse::<f64>().map_err(|e| format!("float `{f}`: {e}"))?)
+        }
+        DeValue::Boolean(b) => RawKind::Bool(*b),
+        DeValue::Datetime(d) => RawKind::Datetime(d.to_string()),
+        DeValue::Array(a) => {
+            let mut out = Vec::new();
+            for item in a.iter() {
+                let start = item.span().start;
+                out.push(Raw {
+                    line: line_of(text, start),
+                    kind: convert(text, start, item.get_ref())?,
+                });
+            }
+            RawKind::Array(out)
+        }
+        DeValue::Table(t) => RawKind::Table(convert_table(text, t)?),
+    })
+    .map_err(|e: String| format!("{e} (at line {})", line_of(text, span_start)))
+}
+
+fn convert_table(text: &str, t: &DeTable<'_>) -> Result<Vec<(String, Raw)>, String> {
+    let mut out = Vec::new();
+    for (k, v) in t.iter() {
+        let start = k.span().start;
+        out.push((
+            k.get_ref().to_string(),
+            Raw {
+                line: line_of(text, start),
+                kind: convert(text, v.span().start, v.get_ref())?,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Parses a document into a table of raw values with line numbers.
+pub(crate) fn parse_doc(doc: &Doc, layer: Layer) -> Result<Vec<(String, Raw)>, PolicyError> {
+    let malformed = |msg: String, line: Option<u32>| PolicyError {
+        file: doc.file.clone(),
+        layer,
+        key: None,
+        line,
+        kind: PolicyErrorKind::Malformed(msg),
+    };
+    let table = DeTable::parse(&doc.text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&doc.text, s.start));
+        malformed(e.message().trim().to_owned(), line)
+    })?;
+    convert_table(&doc.text, table.get_ref()).map_err(|m| malformed(m, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_with_lines() {
+        let doc = Doc {
+            file: "x.toml".into(),
+            text: "a = 1\n\n[b]\nc = \"x\"\nd = [1, 2]\n".into(),
+        };
+        let t = parse_doc(&doc, Layer::System).unwrap();
+        assert_eq!(t[0].0, "a");
+        assert_eq!(
+            t[0].1,
+            Raw {
+                line: 1,
+                kind: RawKind::Int(1)
+            }
+        );
+        let RawKind::Table(b) = &t[1].1.kind else {
+            panic!()
+        };
+        assert_eq!(b[0].1.line, 4);
+        assert_eq!(b[1].1.line, 5);
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let doc = Doc {
+            file: "x.toml".into(),
+            text: "a = 1\nb = = 2\n".into(),
+        };
+        let e = parse_doc(&doc, Layer::Tenant).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(matches!(e.kind, PolicyErrorKind::Malformed(_)));
+    }
+}

@@ -1,0 +1,592 @@
+//! The policy store: one `ArcSwap` per tenant, hot reload, explain, and a polling watcher.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::compile::{Compiled, Effective, Provenance, compile};
+use crate::error::{ExplainError, PolicyErrors};
+use crate::ids::{ActorId, TenantId};
+use crate::snapshot::PolicySnapshot;
+use crate::source::PolicySources;
+use crate::subject::Symbols;
+use crate::value::{Layer, Scope, Value};
+
+/// Options of a [`PolicyStore`].
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct StoreOptions {}
+
+/// One tenant's slot: never removed, so a [`TenantHandle`] stays valid across reloads.
+#[derive(Debug, Default)]
+struct TenantSlot {
+    snap: ArcSwapOption<PolicySnapshot>,
+}
+
+/// A tenant resolved once: loading its snapshot hashes nothing and never blocks.
+#[derive(Clone)]
+pub struct TenantHandle {
+    tenant: TenantId,
+    slot: Arc<TenantSlot>,
+    fallback: Arc<ArcSwapOption<PolicySnapshot>>,
+}
+
+impl fmt::Debug for TenantHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantHandle")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+impl TenantHandle {
+    /// The tenant.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The tenant's current snapshot (an arc-swap load; no allocation, no lock). `None` when the
+    /// tenant has no policy and unknown tenants are refused.
+    #[inline]
+    pub fn snapshot(&self) -> Option<Arc<PolicySnapshot>> {
+        match self.slot.snap.load_full() {
+            Some(s) => Some(s),
+            None => self.fallback.load_full(),
+        }
+    }
+}
+
+/// A key whose effective value or provenance changed in a reload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KeyChange {
+    /// The tenant (`None` for the system layer).
+    pub tenant: Option<TenantId>,
+    /// The dotted key.
+    pub key: String,
+    /// The value before.
+    pub old: Option<Value>,
+    /// The value after.
+    pub new: Option<Value>,
+    /// Who set it before.
+    pub old_from: Option<Provenance>,
+    /// Who sets it now.
+    pub new_from: Option<Provenance>,
+}
+
+/// What a successful reload changed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReloadReport {
+    /// The store's epoch after the reload (unchanged if nothing changed).
+    pub epoch: u64,
+    /// Tenants that gained a policy.
+    pub added: Vec<TenantId>,
+    /// Tenants that lost their policy.
+    pub removed: Vec<TenantId>,
+    /// Tenants whose effective policy changed.
+    pub changed: Vec<TenantId>,
+    /// Key-level changes, old → new, with provenance.
+    pub diff: Vec<KeyChange>,
+}
+
+/// One layer's value of a key, for [`Explanation`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerValue {
+    /// The layer.
+    pub layer: Layer,
+    /// Its file (`None` for the default).
+    pub file: Option<String>,
+    /// The value it had.
+    pub value: Value,
+}
+
+/// Why a key has its effective value.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Explanation {
+    /// The dotted key.
+    pub key: String,
+    /// The effective value.
+    pub value: Value,
+    /// The layer that set it.
+    pub layer: Layer,
+    /// The file that set it.
+    pub file: Option<String>,
+    /// What each lower layer had (lowest first), overridden by the winner.
+    pub lower: Vec<LayerValue>,
+    /// The key's scope.
+    pub scope: Scope,
+    /// `true` when the tenant locked the key for its users.
+    pub locked: bool,
+    /// The key's documentation.
+    pub doc: String,
+}
+
+struct State {
+    compiled: Arc<Compiled>,
+    system: Arc<PolicySnapshot>,
+}
+
+/// The hot-reloadable policy store.
+///
+/// ```
+/// use nodus_policy::{ActorId, Label, PolicySources, PolicyStore, Subject, TenantId};
+/// let acme = TenantId::new("acme").unwrap();
+/// let store = PolicyStore::new(
+///     PolicySources::new()
+///         .with_system("system.toml", "[observability]\nsampling_rate = 0.05\n")
+///         .with_tenant(acme.clone(), "tenants/acme.toml", r#"
+///             [rbac.roles]
+///             editor = ["notes.*"]
+///             [observability]
+///             sampling_rate = 0.2
+///         "#),
+/// ).unwrap();
+/// let read = store.symbols().permission("notes.read");
+/// let alice = Subject::new(ActorId::new("alice").unwrap(), store.symbols().role_set(["editor"]), Label::BOTTOM);
+/// let snap = store.snapshot(&acme).unwrap();
+/// assert!(snap.permits(&alice, read));
+/// let why = store.explain(&acme, None, "observability.sampling_rate").unwrap();
+/// assert_eq!(why.file.as_deref(), Some("tenants/acme.toml"));
+/// ```
+pub struct PolicyStore {
+    symbols: Arc<Symbols>,
+    epoch: AtomicU64,
+    slots: ArcSwap<HashMap<TenantId, Arc<TenantSlot>>>,
+    fallback: Arc<ArcSwapOption<PolicySnapshot>>,
+    state: ArcSwap<State>,
+    users: Mutex<HashMap<(TenantId, ActorId), Arc<PolicySnapshot>>>,
+    write: Mutex<()>,
+}
+
+impl fmt::Debug for PolicyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyStore")
+            .field("epoch", &self.epoch())
+            .field("tenants", &self.tenants())
+            .finish()
+    }
+}
+
+fn build_snapshots(
+    compiled: &Compiled,
+    epoch: u64,
+    symbols: &Arc<Symbols>,
+) -> (Arc<PolicySnapshot>, BTreeMap<TenantId, Arc<PolicySnapshot>>) {
+    let mk = |tenant: Option<TenantId>, values: &Effective| {
+        Arc::new(PolicySnapshot::compile(
+            tenant,
+            None,
+            epoch,
+            values.clone(),
+            compiled.schema.clone(),
+            compiled.scheme.clone(),
+            symbols.clone(),
+        ))
+    };
+    let system = mk(None, &compiled.system_effective);
+    let tenants = compiled
+        .tenants
+        .iter()
+        .map(|(t, (_, eff))| (t.clone(), mk(Some(t.clone()), eff)))
+        .collect();
+    (system, tenants)
+}
+
+fn unknown_gets_defaults(system: &PolicySnapshot) -> bool {
+    system.get_str("tenancy.unknown_tenants") == Ok("system_defaults")
+}
+
+impl PolicyStore {
+    /// Validates and compiles `sources`.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] listing every problem.
+    pub fn new(sources: PolicySources) -> Result<Self, PolicyErrors> {
+        Self::with_options(sources, StoreOptions::default())
+    }
+
+    /// As [`PolicyStore::new`], with options.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] listing every problem.
+    pub fn with_options(sources: PolicySources, _opts: StoreOptions) -> Result<Self, PolicyErrors> {
+        let compiled = Arc::new(compile(&sources)?);
+        let symbols = Arc::new(Symbols::default());
+        let (system, tenants) = build_snapshots(&compiled, 1, &symbols);
+        let fallback = Arc::new(ArcSwapOption::from(
+            unknown_gets_defaults(&system).then(|| system.clone()),
+        ));
+        let slots: HashMap<TenantId, Arc<TenantSlot>> = tenants
+            .into_iter()
+            .map(|(t, s)| {
+                (
+                    t,
+                    Arc::new(TenantSlot {
+                        snap: ArcSwapOption::from(Some(s)),
+                    }),
+                )
+            })
+            .collect();
+        Ok(PolicyStore {
+            symbols,
+            epoch: AtomicU64::new(1),
+            slots: ArcSwap::from_pointee(slots),
+            fallback,
+            state: ArcSwap::from_pointee(State { compiled, system }),
+            users: Mutex::new(HashMap::new()),
+            write: Mutex::new(()),
+        })
+    }
+
+    /// The interning tables shared with everything that decides against this store.
+    pub fn symbols(&self) -> &Arc<Symbols> {
+        &self.symbols
+    }
+
+    /// The current epoch (starts at 1; each reload that changes anything bumps it).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Tenants with a policy, sorted.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut v: Vec<TenantId> = self.state.load().compiled.tenants.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The tenant's snapshot. Never blocks. `None` for an unknown tenant, unless
+    /// `tenancy.unknown_tenants = "system_defaults"`, which gives it the system snapshot.
+    pub fn snapshot(&self, tenant: &TenantId) -> Option<Arc<PolicySnapshot>> {
+        match self.slots.load().get(tenant) {
+            Some(slot) => slot.snap.load_full().or_else(|| self.fallback.load_full()),
+            None => self.fallback.load_full(),
+        }
+    }
+
+    /// A handle that loads the tenant's snapshot without hashing (resolve once per session). A
+    /// handle for an unknown tenant starts answering when a reload adds the tenant.
+    pub fn tenant_handle(&self, tenant: &TenantId) -> TenantHandle {
+        if let Some(slot) = self.slots.load().get(tenant) {
+            return TenantHandle {
+                tenant: tenant.clone(),
+                slot: slot.clone(),
+                fallback: self.fallback.clone(),
+            };
+        }
+        let _w = self.write.lock();
+        let mut map = HashMap::clone(&self.slots.load());
+        let slot = map.entry(tenant.clone()).or_default().clone();
+        self.slots.store(Arc::new(map));
+        TenantHandle {
+            tenant: tenant.clone(),
+            slot,
+            fallback: self.fallback.clone(),
+        }
+    }
+
+    /// The system snapshot (system layer ⊕ defaults).
+    pub fn system_snapshot(&self) -> Arc<PolicySnapshot> {
+        self.state.load().system.clone()
+    }
+
+    /// A user's snapshot (tenant ⊕ user layer), built on first use and cached until the next reload.
+    pub fn user_snapshot(&self, tenant: &TenantId, actor: &ActorId) -> Option<Arc<PolicySnapshot>> {
+        let state = self.state.load();
+        if !state
+            .compiled
+            .users
+            .contains_key(&(tenant.clone(), actor.clone()))
+        {
+            return self.snapshot(tenant);
+        }
+        let key = (tenant.clone(), actor.clone());
+        let mut cache = self.users.lock();
+        if let Some(s) = cache.get(&key) {
+            return Some(s.clone());
+        }
+        let eff = state.compiled.user_effective(tenant, actor)?;
+        let epoch = self
+            .snapshot(tenant)
+            .map(|s| s.epoch())
+            .unwrap_or_else(|| self.epoch());
+        let snap = Arc::new(PolicySnapshot::compile(
+            Some(tenant.clone()),
+            Some(actor.clone()),
+            epoch,
+            eff,
+            state.compiled.schema.clone(),
+            state.compiled.scheme.clone(),
+            self.symbols.clone(),
+        ));
+        cache.insert(key, snap.clone());
+        Some(snap)
+    }
+
+    /// Why `key` has its value for `tenant` (and `user`): the value, the winning layer and file,
+    /// and what each lower layer had.
+    ///
+    /// # Errors
+    /// [`ExplainError`] for an unknown tenant or key.
+    pub fn explain(
+        &self,
+        tenant: &TenantId,
+        user: Option<&ActorId>,
+        key: &str,
+    ) -> Result<Explanation, ExplainError> {
+        let state = self.state.load();
+        let c = &state.compiled;
+        let spec = c
+            .schema
+            .get(key)
+            .ok_or_else(|| ExplainError::UnknownKey(key.to_owned()))?;
+        let (tenant_vals, tenant_eff) = c
+            .tenants
+            .get(tenant)
+            .ok_or_else(|| ExplainError::UnknownTenant(tenant.to_string()))?;
+        let mut layers: Vec<LayerValue> = Vec::new();
+        if let Some(d) = &spec.default {
+            layers.push(LayerValue {
+                layer: Layer::Default,
+                file: None,
+                value: d.clone(),
+            });
+        }
+        if let Some(v) = c.system.values.get(key) {
+            layers.push(LayerValue {
+                layer: Layer::System,
+                file: Some(c.system.file.clone()),
+                value: v.clone(),
+            });
+        }
+        if let Some(v) = tenant_vals.values.get(key) {
+            layers.push(LayerValue {
+                layer: Layer::Tenant,
+                file: Some(tenant_vals.file.clone()),
+                value: v.clone(),
+            });
+        }
+        if let Some(u) = user.and_then(|u| c.users.get(&(tenant.clone(), u.clone())))
+            && let Some(v) = u.values.get(key)
+        {
+            layers.push(LayerValue {
+                layer: Layer::User,
+                file: Some(u.file.clone()),
+                value: v.clone(),
+            });
+        }
+        let locked = matches!(tenant_eff.get("policy.lock"), Some((Value::Strings(l), _)) if l.iter().any(|k| k == key));
+        let Some(winner) = layers.pop() else {
+            return Err(ExplainError::UnknownKey(key.to_owned()));
+        };
+        Ok(Explanation {
+            key: key.to_owned(),
+            value: winner.value,
+            layer: winner.layer,
+            file: winner.file,
+            lower: layers,
+            scope: spec.scope,
+            locked,
+            doc: spec.doc.clone(),
+        })
+    }
+
+    /// Validates `sources` and, when valid, swaps every changed tenant's snapshot atomically.
+    /// On any error nothing changes and every problem is returned.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] listing every problem.
+    pub fn reload(&self, sources: PolicySources) -> Result<ReloadReport, PolicyErrors> {
+        let _w = self.write.lock();
+        let compiled = Arc::new(compile(&sources)?);
+        let old_state = self.state.load_full();
+        let old_epoch = self.epoch();
+        let next = old_epoch + 1;
+        let (system, tenants) = build_snapshots(&compiled, next, &self.symbols);
+
+        let old_tenants = &old_state.compiled.tenants;
+        let mut report = ReloadReport {
+            epoch: old_epoch,
+            added: vec![],
+            removed: vec![],
+            changed: vec![],
+            diff: vec![],
+        };
+        let system_changed = system.content_hash() != old_state.system.content_hash();
+        if system_changed {
+            report.diff.extend(diff(
+                None,
+                &old_state.compiled.system_effective,
+                &compiled.system_effective,
+            ));
+        }
+        let users_changed = old_state.compiled.users != compiled.users;
+        for (t, snap) in &tenants {
+            match old_tenants.get(t) {
+                None => report.added.push(t.clone()),
+                Some((_, old_eff)) => {
+                    let new_eff = snap.values();
+                    let d = diff(Some(t), old_eff, new_eff);
+                    if !d.is_empty() {
+                        report.changed.push(t.clone());
+                        report.diff.extend(d);
+                    }
+                }
+            }
+        }
+        for t in old_tenants.keys() {
+            if !tenants.contains_key(t) {
+                report.removed.push(t.clone());
+            }
+        }
+        let anything = system_changed
+            || users_changed
+            || !report.added.is_empty()
+            || !report.removed.is_empty()
+            || !report.changed.is_empty();
+        if !anything {
+            return Ok(report);
+        }
+        // Everything is built; now publish. Slots first (readers see each tenant swap atomically),
+        // then the system snapshot and the epoch.
+        let mut slots = HashMap::clone(&self.slots.load());
+        for (t, snap) in &tenants {
+            let changed = report.added.contains(t) || report.changed.contains(t) || system_changed;
+            let slot = slots.entry(t.clone()).or_default();
+            if changed || slot.snap.load().is_none() {
+                slot.snap.store(Some(snap.clone()));
+            }
+        }
+        for t in &report.removed {
+            if let Some(slot) = slots.get(t) {
+                slot.snap.store(None);
+            }
+        }
+        self.slots.store(Arc::new(slots));
+        self.fallback
+            .store(unknown_gets_defaults(&system).then(|| system.clone()));
+        self.state.store(Arc::new(State { compiled, system }));
+        self.users.lock().clear();
+        self.epoch.store(next, Ordering::Release);
+        report.epoch = next;
+        Ok(report)
+    }
+}
+
+fn diff(tenant: Option<&TenantId>, old: &Effective, new: &Effective) -> Vec<KeyChange> {
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    for k in keys {
+        let (o, n) = (old.get(k), new.get(k));
+        if o != n {
+            out.push(KeyChange {
+                tenant: tenant.cloned(),
+                key: k.clone(),
+                old: o.map(|(v, _)| v.clone()),
+                new: n.map(|(v, _)| v.clone()),
+                old_from: o.map(|(_, p)| p.clone()),
+                new_from: n.map(|(_, p)| p.clone()),
+            });
+        }
+    }
+    out
+}
+
+/// Reloads a policy directory whenever its files change (polling mtimes and sizes), on a thread
+/// it owns; stops and joins on [`PolicyWatcher::stop`] or drop.
+pub struct PolicyWatcher {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for PolicyWatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyWatcher")
+            .field("running", &self.thread.is_some())
+            .finish()
+    }
+}
+
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(p),
+                Ok(m) => out.push((p, m.modified().ok(), m.len())),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl PolicyWatcher {
+    /// Starts polling `dir` every `interval`; each reload attempt's result goes to `on_reload`.
+    ///
+    /// # Errors
+    /// The error of spawning the thread.
+    pub fn spawn<F>(
+        store: Arc<PolicyStore>,
+        dir: impl AsRef<Path>,
+        interval: Duration,
+        on_reload: F,
+    ) -> std::io::Result<Self>
+    where
+        F: Fn(Result<ReloadReport, PolicyErrors>) + Send + 'static,
+    {
+        let dir = dir.as_ref().to_path_buf();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("nodus-policy-watch".into())
+            .spawn(move || {
+                let mut last = fingerprint(&dir);
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(interval);
+                    let now = fingerprint(&dir);
+                    if now != last {
+                        last = now;
+                        on_reload(PolicySources::from_dir(&dir).and_then(|src| store.reload(src)));
+                    }
+                }
+            })?;
+        Ok(PolicyWatcher {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops polling and joins the thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for PolicyWatcher {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
