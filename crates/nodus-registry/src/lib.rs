@@ -4,3 +4,4 @@ pub mod commands;
 pub mod components;
 pub mod events;
 pub mod plugins;
+pub mod rate;
