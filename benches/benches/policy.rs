@@ -9,7 +9,7 @@
 //! Targets (issue 2): snapshot + permits ≤ 25 ns; dominance ≤ 5 ns; reload of 1,000 × 50 ≤ 100 ms.
 //!
 //! Last figures (2026-11-24, `cargo bench -p nodus-benches --bench policy`, 2-core x86_64 VM
-//! (Intel Xeon @ 2.20GHz), 24 GiB; medians):
+//! (AMD EPYC), 24 GiB; medians):
 //!
 //! | bench | median | target |
 //! |---|---|---|
