@@ -1,1 +1,1 @@
-//! The secret vault: keys, envelope encryption, rotation, signing and trust.
+//! The secret vault (in progress).
