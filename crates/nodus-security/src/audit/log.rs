@@ -539,15 +539,15 @@ fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
             Ok(_) => {}
         }
         let h = leaf_hash(leaf);
-        if let Some(stored) = stored_hash {
-            if stored.as_slice() != h {
-                problem = Some(tamper(
-                    i,
-                    TamperKind::ModifiedRecord,
-                    "record bytes do not match their leaf hash",
-                ));
-                break;
-            }
+        if let Some(stored) = stored_hash
+            && stored.as_slice() != h
+        {
+            problem = Some(tamper(
+                i,
+                TamperKind::ModifiedRecord,
+                "record bytes do not match their leaf hash",
+            ));
+            break;
         }
         tree.push(h);
     }
@@ -732,13 +732,14 @@ pub fn verify_export(path: &Path, trusted_key: &[u8; 32]) -> Result<VerifyReport
     Ok(verify_material(&m, trusted_key))
 }
 
+/// An export's records, checkpoints and public key.
+pub type ExportContents = (Vec<StoredRecord>, Vec<SignedCheckpoint>, [u8; 32]);
+
 /// Reads an export's records and checkpoints (for tools: proofs, listings).
 ///
 /// # Errors
 /// [`AuditError::Export`].
-pub fn read_export_records(
-    path: &Path,
-) -> Result<(Vec<StoredRecord>, Vec<SignedCheckpoint>, [u8; 32]), AuditError> {
+pub fn read_export_records(path: &Path) -> Result<ExportContents, AuditError> {
     let m = read_export(path)?;
     let mut records = Vec::new();
     for (seq, leaf, _) in &m.records {

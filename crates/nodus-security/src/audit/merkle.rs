@@ -100,10 +100,7 @@ impl Tree {
         }
         let mut level = 0usize;
         let mut hash = leaf;
-        loop {
-            let Some(row) = self.levels.get_mut(level) else {
-                break;
-            };
+        while let Some(row) = self.levels.get_mut(level) {
             row.push(hash);
             let n = row.len();
             if n % 2 != 0 {
@@ -130,7 +127,7 @@ impl Tree {
 
     /// MTH of leaves `[start, start + n)`, `n ≥ 1`, all below `len()`.
     fn subtree(&self, start: u64, n: u64) -> Hash {
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let level = n.trailing_zeros() as usize;
             if let Some(h) = self
                 .levels

@@ -24,7 +24,7 @@ mod record;
 
 pub use log::{
     AuditConfig, AuditError, AuditLog, AuditSink, AuditStats, Checkpoint, CheckpointSigner,
-    Durability, Ed25519Signer, ExportSummary, Overflow, SignedCheckpoint, Tamper, TamperKind,
-    VerifyReport, export_tree, read_export_records, verify_db, verify_export,
+    Durability, Ed25519Signer, ExportContents, ExportSummary, Overflow, SignedCheckpoint, Tamper,
+    TamperKind, VerifyReport, export_tree, read_export_records, verify_db, verify_export,
 };
 pub use record::{AuditRecord, LEAF_TAG, Outcome, StoredRecord};

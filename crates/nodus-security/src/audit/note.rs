@@ -39,8 +39,9 @@ pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
     h.update(b"\n");
     h.update([ED25519]);
     h.update(public_key);
-    let d = h.finalize();
-    [d[0], d[1], d[2], d[3]]
+    let d: [u8; 32] = h.finalize().into();
+    let [a, b, c, e, ..] = d;
+    [a, b, c, e]
 }
 
 /// The verifier key string `<name>+<hex key id>+<base64(0x01 ‖ pk)>`.
