@@ -441,6 +441,7 @@ fn open_conn(target: &str, uri: bool) -> Result<Connection, AuditError> {
 /// Everything a verification needs, from a database or an export.
 struct Material {
     origin: String,
+    key_name: String,
     public_key: [u8; 32],
     records: Vec<(u64, Vec<u8>, Option<Vec<u8>>)>,
     checkpoints: Vec<(u64, String)>,
@@ -461,6 +462,7 @@ fn load_material(conn: &Connection) -> Result<Material, AuditError> {
         })
     };
     let origin = meta("origin")?.unwrap_or_default();
+    let key_name = meta("key_name")?.unwrap_or_else(|| origin.clone());
     let pk = meta("public_key")?
         .and_then(|p| B64.decode(p).ok())
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
@@ -491,6 +493,7 @@ fn load_material(conn: &Connection) -> Result<Material, AuditError> {
         .map_err(storage)?;
     Ok(Material {
         origin,
+        key_name,
         public_key: pk,
         records,
         checkpoints,
@@ -553,7 +556,7 @@ fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
     }
     let size = tree.len();
     let mut latest = None;
-    let name_key = verifier_key(&m.origin, key);
+    let name_key = verifier_key(&m.key_name, key);
     let vkey = parse_verifier_key(&name_key);
     let mut prev: Option<(u64, Hash)> = None;
     for (stored_size, note) in &m.checkpoints {
@@ -654,6 +657,7 @@ pub fn verify_db(path: &Path, key: Option<&[u8; 32]>) -> Result<VerifyReport, Au
 struct ExportFile {
     format: String,
     origin: String,
+    key_name: String,
     public_key: String,
     verifier_key: String,
     records: Vec<ExportRecord>,
@@ -701,6 +705,7 @@ fn read_export(path: &Path) -> Result<Material, AuditError> {
     }
     Ok(Material {
         origin: f.origin,
+        key_name: f.key_name,
         public_key,
         records,
         checkpoints: f
@@ -840,7 +845,10 @@ impl AuditLog {
         let m = load_material(&writer)?;
         if m.records.is_empty() && m.checkpoints.is_empty() {
             writer
-                .execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('origin', ?1), ('public_key', ?2), ('format', 'nodus-audit-v1')", params![config.origin, pk_b64])
+                .execute(
+                    "INSERT OR REPLACE INTO meta (k, v) VALUES ('origin', ?1), ('public_key', ?2), ('key_name', ?3), ('format', 'nodus-audit-v1')",
+                    params![config.origin, pk_b64, signer.name()],
+                )
                 .map_err(storage)?;
         } else {
             if m.public_key != public_key {
@@ -1007,8 +1015,9 @@ fn write_export(m: &Material, path: &Path) -> Result<ExportSummary, AuditError> 
     let f = ExportFile {
         format: EXPORT_FORMAT.into(),
         origin: m.origin.clone(),
+        key_name: m.key_name.clone(),
         public_key: B64.encode(m.public_key),
-        verifier_key: verifier_key(&m.origin, &m.public_key),
+        verifier_key: verifier_key(&m.key_name, &m.public_key),
         records: m
             .records
             .iter()
