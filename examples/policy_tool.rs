@@ -40,7 +40,10 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(out) => {
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string()));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+            );
             ExitCode::SUCCESS
         }
         Err(Failure::Usage(msg)) => {
@@ -81,8 +84,12 @@ fn run(args: &[String]) -> Result<Value, Failure> {
         ["merge", dir, t] => {
             let store = load(dir)?;
             let t = tenant(t)?;
-            let snap = store.snapshot(&t).ok_or_else(|| Failure::Invalid(format!("unknown tenant `{t}`")))?;
-            Ok(json!({ "tenant": t, "epoch": snap.epoch(), "content_hash": hex(snap.content_hash()), "effective": snap.to_json() }))
+            let snap = store
+                .snapshot(&t)
+                .ok_or_else(|| Failure::Invalid(format!("unknown tenant `{t}`")))?;
+            Ok(
+                json!({ "tenant": t, "epoch": snap.epoch(), "content_hash": hex(snap.content_hash()), "effective": snap.to_json() }),
+            )
         }
         ["merge", dir, t, u] => {
             let store = load(dir)?;
@@ -90,7 +97,9 @@ fn run(args: &[String]) -> Result<Value, Failure> {
             let snap = store
                 .user_snapshot(&t, &u)
                 .ok_or_else(|| Failure::Invalid(format!("unknown tenant `{t}`")))?;
-            Ok(json!({ "tenant": t, "user": u, "epoch": snap.epoch(), "content_hash": hex(snap.content_hash()), "effective": snap.to_json() }))
+            Ok(
+                json!({ "tenant": t, "user": u, "epoch": snap.epoch(), "content_hash": hex(snap.content_hash()), "effective": snap.to_json() }),
+            )
         }
         ["explain", dir, t, key] => explain(&load(dir)?, &tenant(t)?, None, key),
         ["explain", dir, t, u, key] => explain(&load(dir)?, &tenant(t)?, Some(&actor(u)?), key),
@@ -106,12 +115,21 @@ fn run(args: &[String]) -> Result<Value, Failure> {
         [cmd, ..] if !["validate", "merge", "explain", "diff"].contains(cmd) => {
             Err(Failure::Usage(format!("unknown command `{cmd}`")))
         }
-        [cmd, ..] => Err(Failure::Usage(format!("wrong number of arguments for `{cmd}`"))),
+        [cmd, ..] => Err(Failure::Usage(format!(
+            "wrong number of arguments for `{cmd}`"
+        ))),
     }
 }
 
-fn explain(store: &PolicyStore, t: &TenantId, u: Option<&ActorId>, key: &str) -> Result<Value, Failure> {
-    let e = store.explain(t, u, key).map_err(|e| Failure::Invalid(e.to_string()))?;
+fn explain(
+    store: &PolicyStore,
+    t: &TenantId,
+    u: Option<&ActorId>,
+    key: &str,
+) -> Result<Value, Failure> {
+    let e = store
+        .explain(t, u, key)
+        .map_err(|e| Failure::Invalid(e.to_string()))?;
     serde_json::to_value(&e).map_err(|e| Failure::Invalid(e.to_string()))
 }
 

@@ -37,13 +37,21 @@ fn host_schema(keys: usize) -> String {
 }
 
 fn big_sources(tenants: usize, keys: usize, variant: i64) -> PolicySources {
-    let mut s = PolicySources::new().with_schema("schema.toml", &host_schema(keys)).with_system("system.toml", "");
+    let mut s = PolicySources::new()
+        .with_schema("schema.toml", &host_schema(keys))
+        .with_system("system.toml", "");
     for t in 0..tenants {
-        let mut doc = String::from("[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\"]\n[app]\n");
+        let mut doc = String::from(
+            "[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\"]\n[app]\n",
+        );
         for k in 0..keys.saturating_sub(1) {
             writeln!(doc, "k{k} = {}", (t as i64 * 7 + k as i64 + variant) % 1000).unwrap();
         }
-        s = s.with_tenant(TenantId::new(format!("tenant{t}")).unwrap(), &format!("tenants/tenant{t}.toml"), &doc);
+        s = s.with_tenant(
+            TenantId::new(format!("tenant{t}")).unwrap(),
+            &format!("tenants/tenant{t}.toml"),
+            &doc,
+        );
     }
     s
 }
@@ -59,12 +67,22 @@ fn bench(c: &mut Criterion) {
     )
     .unwrap();
     let sy = store.symbols();
-    for p in ["notes.read", "notes.create", "notes.delete", "reports.read", "billing.pay"] {
+    for p in [
+        "notes.read",
+        "notes.create",
+        "notes.delete",
+        "reports.read",
+        "billing.pay",
+    ] {
         sy.permission(p);
     }
     store.reload(PolicySources::new().with_tenant(acme.clone(), "tenants/acme.toml", "[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\", \"reports.read\"]\nadmin = [\"*\"]\n[cache]\ncapacity = 1\n")).unwrap();
     let create = sy.permission("notes.create");
-    let subject = Subject::new(ActorId::new("alice").unwrap(), sy.role_set(["viewer", "editor"]), Label::BOTTOM);
+    let subject = Subject::new(
+        ActorId::new("alice").unwrap(),
+        sy.role_set(["viewer", "editor"]),
+        Label::BOTTOM,
+    );
     let handle = store.tenant_handle(&acme);
 
     c.bench_function("policy/handle_snapshot+permits", |b| {
@@ -81,14 +99,26 @@ fn bench(c: &mut Criterion) {
     });
     let a = Label::new(3, 0b1011);
     let l = Label::new(2, 0b0011);
-    c.bench_function("label/dominates_single", |b| b.iter(|| black_box(black_box(a).dominates(black_box(l)))));
+    c.bench_function("label/dominates_single", |b| {
+        b.iter(|| black_box(black_box(a).dominates(black_box(l))))
+    });
     // 1,024 checks per iteration over varied labels: the per-check cost without the harness's
     // per-iteration overhead (divide the reported time by 1,024).
     let pairs: Vec<(Label, Label)> = (0..1024u32)
-        .map(|i| (Label::new((i % 4) as u8, u128::from(i % 16)), Label::new(((i / 4) % 4) as u8, u128::from((i / 16) % 16))))
+        .map(|i| {
+            (
+                Label::new((i % 4) as u8, u128::from(i % 16)),
+                Label::new(((i / 4) % 4) as u8, u128::from((i / 16) % 16)),
+            )
+        })
         .collect();
     c.bench_function("label/dominates_x1024", |b| {
-        b.iter(|| black_box(&pairs).iter().filter(|(x, y)| x.dominates(*y)).count())
+        b.iter(|| {
+            black_box(&pairs)
+                .iter()
+                .filter(|(x, y)| x.dominates(*y))
+                .count()
+        })
     });
 
     let mut g = c.benchmark_group("reload");
@@ -99,7 +129,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("1000_tenants_x_50_keys", |b| {
         b.iter(|| {
             flip = !flip;
-            let r = big.reload(if flip { s1.clone() } else { s2.clone() }).unwrap();
+            let r = big
+                .reload(if flip { s1.clone() } else { s2.clone() })
+                .unwrap();
             assert_eq!(r.changed.len(), 1000);
         })
     });

@@ -1,1 +1,26 @@
 #![doc = include_str!("../README.md")]
+
+mod builder;
+pub mod builtins;
+mod clock;
+mod error;
+mod nodus;
+#[cfg(feature = "policy-layer")]
+mod policy_layer;
+mod signer;
+
+pub use builder::{AUDIT_FILE, NodusBuilder, VAULT_FILE};
+pub use error::{BuildError, Denial, DenyReason, DispatchError, ReloadError, SubjectError};
+pub use nodus::Nodus;
+#[cfg(feature = "policy-layer")]
+pub use policy_layer::PolicyFilter;
+pub use signer::AUDIT_KEY_PURPOSE;
+
+/// Everything a host needs, re-exported from the subsystem crates.
+pub use nodus_policy as policy;
+pub use nodus_registry as registry;
+pub use nodus_security as security;
+
+pub use nodus_policy::{ActorId, Label, PolicySources, Subject, TenantId};
+pub use nodus_registry::commands::{AuditLevel, Command, CommandError, CommandSpec, Context};
+pub use nodus_security::vault::MasterKey;

@@ -1,0 +1,287 @@
+//! Building a `Nodus`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use nodus_policy::{LabelScheme, PolicySnapshot, PolicySources, PolicyStore};
+use nodus_registry::commands::{
+    Command, CommandId, CommandRegistry, CommandSpec, Context, JsonCallError, RegistryError,
+};
+use nodus_registry::events::EventBus;
+use nodus_registry::rate::RateTable;
+use nodus_security::audit::{AuditConfig, AuditLog, AuditSink, Durability, Overflow};
+use nodus_security::vault::{MasterKey, SecretVault, SoftVault};
+use parking_lot::Mutex;
+
+use crate::builtins::{AuditCheckpoint, AuditVerify, PolicyExplain, PolicyReload};
+use crate::clock::CoarseClock;
+use crate::error::BuildError;
+use crate::nodus::{Inner, Nodus, PolicyOrigin, WeakNodus, next_instance_id};
+use crate::signer::VaultSigner;
+
+/// The vault file inside the data directory.
+pub const VAULT_FILE: &str = "vault.db";
+/// The audit log file inside the data directory.
+pub const AUDIT_FILE: &str = "audit.db";
+
+enum Storage {
+    Dir(PathBuf),
+    Memory,
+}
+
+type Registration =
+    Box<dyn FnOnce(&CommandRegistry, &LabelScheme) -> Result<CommandId, RegistryError> + Send>;
+
+/// Builds a [`Nodus`]. Required: where data lives ([`data_dir`](Self::data_dir) or
+/// [`in_memory`](Self::in_memory)), the policy ([`policy_dir`](Self::policy_dir) or
+/// [`policy`](Self::policy)) and the master key (unless a custom vault is given). Everything else
+/// has an embedded default: a SQLite-backed [`SoftVault`] and [`AuditLog`] in the data directory,
+/// with the audit durability, overflow and checkpoint cadence read from the system policy
+/// (`audit.*`).
+///
+/// [`build`](Self::build) validates everything — storage, master key, policy, command names — and
+/// fails with a clear error before any thread starts.
+#[derive(Default)]
+pub struct NodusBuilder {
+    storage: Option<Storage>,
+    master_key: Option<MasterKey>,
+    policy: Option<(PolicySources, PolicyOrigin)>,
+    policy_error: Option<nodus_policy::PolicyErrors>,
+    vault: Option<Arc<dyn SecretVault>>,
+    audit: Option<Arc<dyn AuditSink>>,
+    audit_origin: Option<String>,
+    registrations: Vec<Registration>,
+    record_latency: bool,
+}
+
+impl std::fmt::Debug for NodusBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodusBuilder")
+            .field("commands", &self.registrations.len())
+            .field("custom_vault", &self.vault.is_some())
+            .field("custom_audit", &self.audit.is_some())
+            .finish()
+    }
+}
+
+impl NodusBuilder {
+    /// Keep the vault (`vault.db`) and the audit log (`audit.db`) in `dir` (created if missing).
+    pub fn data_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.storage = Some(Storage::Dir(dir.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Keep everything in memory (same behaviour, nothing on disk): for tests and demos.
+    pub fn in_memory(mut self) -> Self {
+        self.storage = Some(Storage::Memory);
+        self
+    }
+
+    /// The master key that seals the software vault's keys.
+    pub fn master_key(mut self, key: MasterKey) -> Self {
+        self.master_key = Some(key);
+        self
+    }
+
+    /// Load policy from a directory (`system.toml`, `tenants/<id>.toml`, `users/<tenant>/<actor>.toml`,
+    /// optional `schema.toml`); `policy.reload` re-reads it.
+    pub fn policy_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref().to_path_buf();
+        match PolicySources::from_dir(&dir) {
+            Ok(sources) => {
+                self.policy = Some((sources, PolicyOrigin::Dir(dir)));
+                self.policy_error = None;
+            }
+            Err(e) => self.policy_error = Some(e),
+        }
+        self
+    }
+
+    /// Use policy documents given in memory.
+    pub fn policy(mut self, sources: PolicySources) -> Self {
+        self.policy = Some((sources, PolicyOrigin::Memory));
+        self.policy_error = None;
+        self
+    }
+
+    /// Replace the default software vault.
+    pub fn with_vault(mut self, vault: impl SecretVault + 'static) -> Self {
+        self.vault = Some(Arc::new(vault));
+        self
+    }
+
+    /// Replace the default SQLite audit log.
+    pub fn with_audit(mut self, audit: impl AuditSink + 'static) -> Self {
+        self.audit = Some(Arc::new(audit));
+        self
+    }
+
+    /// The origin line of the audit log's signed checkpoints (default `nodus.local/audit`).
+    pub fn audit_origin(mut self, origin: impl Into<String>) -> Self {
+        self.audit_origin = Some(origin.into());
+        self
+    }
+
+    /// Measure handler latency (two clock reads per call) for the audit record and the
+    /// `nodus_dispatch_seconds` histogram. Off by default: the hot path reads no clock.
+    pub fn record_latency(mut self, on: bool) -> Self {
+        self.record_latency = on;
+        self
+    }
+
+    /// Register a typed command.
+    pub fn command<C: Command>(mut self, command: C) -> Self {
+        self.registrations
+            .push(Box::new(move |r, scheme| r.register(command, scheme)));
+        self
+    }
+
+    /// Register a JSON handler.
+    pub fn json_command<F>(mut self, spec: CommandSpec, handler: F) -> Self
+    where
+        F: Fn(&Context, &str) -> Result<serde_json::Value, JsonCallError> + Send + Sync + 'static,
+    {
+        self.registrations.push(Box::new(move |r, scheme| {
+            r.register_json(spec, handler, scheme)
+        }));
+        self
+    }
+
+    /// Validates everything and starts the instance.
+    ///
+    /// # Errors
+    /// [`BuildError`] naming what is missing or wrong; nothing was started.
+    pub fn build(self) -> Result<Nodus, BuildError> {
+        let storage = self.storage.ok_or(BuildError::NoStorage)?;
+        if self.vault.is_none() && self.master_key.is_none() {
+            return Err(BuildError::MissingMasterKey);
+        }
+        if let Some(e) = self.policy_error {
+            return Err(BuildError::Policy(e));
+        }
+        let (sources, origin) = self.policy.ok_or(BuildError::MissingPolicy)?;
+        let policy = Arc::new(PolicyStore::new(sources)?);
+        let system = policy.system_snapshot();
+        let scheme = system.label_scheme().clone();
+
+        let commands = Arc::new(CommandRegistry::new(policy.symbols().clone()));
+        let weak = WeakNodus(Arc::new(OnceLock::new()));
+        commands.register(PolicyReload(weak.clone()), &scheme)?;
+        commands.register(PolicyExplain(weak.clone()), &scheme)?;
+        commands.register(AuditVerify(weak.clone()), &scheme)?;
+        commands.register(AuditCheckpoint(weak.clone()), &scheme)?;
+        for register in self.registrations {
+            register(&commands, &scheme)?;
+        }
+
+        let config = audit_config(&system, self.audit_origin)?;
+        let data_dir = match &storage {
+            Storage::Dir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| BuildError::DataDir {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+                Some(dir.clone())
+            }
+            Storage::Memory => None,
+        };
+        let vault: Arc<dyn SecretVault> = match (self.vault, self.master_key) {
+            (Some(v), _) => v,
+            (None, Some(master)) => match &data_dir {
+                Some(dir) => Arc::new(SoftVault::open(&dir.join(VAULT_FILE), master)?),
+                None => Arc::new(SoftVault::in_memory(master)?),
+            },
+            (None, None) => return Err(BuildError::MissingMasterKey),
+        };
+        let audit: Arc<dyn AuditSink> = match self.audit {
+            Some(a) => a,
+            None => {
+                let signer = Arc::new(VaultSigner::new(vault.clone(), &config.origin)?);
+                match &data_dir {
+                    Some(dir) => Arc::new(AuditLog::open(&dir.join(AUDIT_FILE), signer, config)?),
+                    None => Arc::new(AuditLog::in_memory(signer, config)?),
+                }
+            }
+        };
+        let clock = match CoarseClock::start() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = audit.shutdown();
+                return Err(BuildError::DataDir {
+                    path: "<clock thread>".into(),
+                    source: e,
+                });
+            }
+        };
+        let default_class = policy.symbols().rate_class("default");
+        let inner = Arc::new(Inner {
+            id: next_instance_id(),
+            policy,
+            policy_origin: origin,
+            commands,
+            vault,
+            audit,
+            events: EventBus::new(),
+            rates: RateTable::new(),
+            clock,
+            default_class,
+            closed: AtomicBool::new(false),
+            record_latency: self.record_latency,
+            data_dir,
+            shutdown_lock: Mutex::new(false),
+            reload_lock: Mutex::new(()),
+        });
+        let _ = weak.0.set(Arc::downgrade(&inner));
+        Ok(Nodus { inner })
+    }
+}
+
+fn setting_err(key: &str, e: impl std::fmt::Display) -> BuildError {
+    BuildError::Setting {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn audit_config(
+    system: &PolicySnapshot,
+    origin: Option<String>,
+) -> Result<AuditConfig, BuildError> {
+    let mut config = AuditConfig::default();
+    if let Some(o) = origin {
+        config.origin = o;
+    }
+    config.durability = match system
+        .get_str("audit.durability")
+        .map_err(|e| setting_err("audit.durability", e))?
+    {
+        "normal" => Durability::Normal,
+        _ => Durability::Full,
+    };
+    config.overflow = match system
+        .get_str("audit.overflow")
+        .map_err(|e| setting_err("audit.overflow", e))?
+    {
+        "drop_with_marker" => Overflow::DropWithMarker,
+        _ => Overflow::Block,
+    };
+    let cap = system
+        .get_int("audit.queue_capacity")
+        .map_err(|e| setting_err("audit.queue_capacity", e))?;
+    config.queue_capacity = usize::try_from(cap)
+        .map_err(|e| setting_err("audit.queue_capacity", e))?
+        .max(1);
+    let every = system
+        .get_int("audit.checkpoint_every")
+        .map_err(|e| setting_err("audit.checkpoint_every", e))?;
+    config.checkpoint_every = u64::try_from(every)
+        .map_err(|e| setting_err("audit.checkpoint_every", e))?
+        .max(1);
+    config.checkpoint_interval = system
+        .get_duration("audit.checkpoint_interval")
+        .map_err(|e| setting_err("audit.checkpoint_interval", e))?
+        .max(Duration::from_millis(1));
+    Ok(config)
+}

@@ -1,0 +1,646 @@
+//! The `Nodus` handle and its dispatch pipeline.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use nodus_policy::{
+    ActorId, Label, PolicySnapshot, PolicySources, PolicyStore, RateClassId, ReloadReport, Subject,
+    TenantId,
+};
+use nodus_registry::commands::{
+    AuditLevel, Command, CommandEntry, CommandInfo, CommandRegistry, Context, JsonCallError,
+};
+use nodus_registry::events::EventBus;
+use nodus_registry::rate::{RateCells, RateTable};
+use nodus_security::audit::{AuditRecord, AuditSink, Outcome, SignedCheckpoint, VerifyReport};
+use nodus_security::vault::SecretVault;
+use parking_lot::Mutex;
+
+use crate::clock::CoarseClock;
+use crate::error::{Denial, DenyReason, DispatchError, ReloadError};
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh id for a new instance (only used to tell instances apart, never as shared state).
+pub(crate) fn next_instance_id() -> u64 {
+    NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Where the policy came from, so that `policy.reload` can re-read it.
+#[derive(Debug, Clone)]
+pub(crate) enum PolicyOrigin {
+    Dir(PathBuf),
+    Memory,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) policy: Arc<PolicyStore>,
+    pub(crate) policy_origin: PolicyOrigin,
+    pub(crate) commands: Arc<CommandRegistry>,
+    pub(crate) vault: Arc<dyn SecretVault>,
+    pub(crate) audit: Arc<dyn AuditSink>,
+    pub(crate) events: EventBus,
+    pub(crate) rates: RateTable,
+    pub(crate) clock: CoarseClock,
+    pub(crate) default_class: RateClassId,
+    pub(crate) closed: AtomicBool,
+    pub(crate) record_latency: bool,
+    pub(crate) data_dir: Option<PathBuf>,
+    pub(crate) shutdown_lock: Mutex<bool>,
+    pub(crate) reload_lock: Mutex<()>,
+}
+
+impl Inner {
+    fn shutdown(&self) -> Result<(), Arc<nodus_security::audit::AuditError>> {
+        let mut done = self.shutdown_lock.lock();
+        if *done {
+            return Ok(());
+        }
+        *done = true;
+        self.closed.store(true, Ordering::SeqCst);
+        let flushed = self.audit.flush().map(|_| ());
+        let stopped = self.audit.shutdown();
+        self.clock.stop();
+        flushed.and(stopped).map_err(Arc::new)
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping the last handle drains and flushes the audit log and joins every thread.
+        let _ = self.shutdown();
+    }
+}
+
+/// The Nodus runtime: a cheap `Clone` handle over one instance's policy store, registries, vault,
+/// audit log and event bus. Two instances in one process share nothing.
+///
+/// Every user action goes through one front door — [`Nodus::invoke`] (typed, no JSON) or
+/// [`Nodus::dispatch`] (JSON) — and one pipeline, in this order:
+///
+/// 1. **resolve** the command (typed calls find it by type; JSON calls by name);
+/// 2. **snapshot** the tenant's policy (a wait-free `arc-swap` load);
+/// 3. **guard**: the tenant is known; the command is not quarantined; the subject's roles grant the
+///    command's permission (RBAC); the subject's clearance dominates the command's minimum label
+///    (MAC); the (tenant, actor, rate class) GCRA limit admits the call; for JSON, the payload is
+///    within `limits.max_payload_bytes` and parses;
+/// 4. **instrument**: a `tracing` span (only when a subscriber enables it) and cached `metrics`
+///    handles;
+/// 5. **route** to the handler;
+/// 6. **audit** the outcome — allowed, each denial reason, unknown command, invalid input, handler
+///    error — as one record, enqueued without blocking for the audit writer thread.
+///
+/// See the crate documentation for a complete example.
+#[derive(Clone)]
+pub struct Nodus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nodus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nodus")
+            .field("instance", &self.inner.id)
+            .field("epoch", &self.inner.policy.epoch())
+            .field("data_dir", &self.inner.data_dir)
+            .finish()
+    }
+}
+
+/// A weak reference to an instance, for built-in commands (so they do not keep it alive).
+#[derive(Clone, Default)]
+pub(crate) struct WeakNodus(pub(crate) Arc<OnceLock<Weak<Inner>>>);
+
+impl WeakNodus {
+    pub(crate) fn get(&self) -> Option<Nodus> {
+        self.0
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|inner| Nodus { inner })
+    }
+}
+
+struct AuditFields<'a> {
+    command: Option<&'a Arc<str>>,
+    outcome: Outcome,
+    reason: Option<Cow<'static, str>>,
+    epoch: u64,
+    latency: Option<Duration>,
+    detail: BTreeMap<String, String>,
+}
+
+impl Nodus {
+    /// Starts building an instance.
+    pub fn builder() -> crate::NodusBuilder {
+        crate::NodusBuilder::default()
+    }
+
+    /// A context for `subject` acting in `tenant` during `session`, bound to this instance: the
+    /// tenant's policy handle and the actor's rate cells are resolved here, once, so calls made with
+    /// it hash nothing. Reuse it for the session; derive per-request copies with
+    /// [`Context::with_request_id`].
+    pub fn context(
+        &self,
+        tenant: &TenantId,
+        subject: Subject,
+        session: impl AsRef<str>,
+    ) -> Context {
+        let handle = self.inner.policy.tenant_handle(tenant);
+        let classes = self.inner.policy.symbols().rate_classes().len();
+        let cells = self
+            .inner
+            .rates
+            .cells(tenant, subject.actor(), classes.max(8));
+        Context::new(tenant.clone(), subject, session).bind(self.inner.id, handle, cells)
+    }
+
+    /// A subject with `roles` (interned once) and a clearance parsed with the tenant's label scheme.
+    ///
+    /// # Errors
+    /// A message naming the label when it does not parse, or the tenant when it is unknown.
+    pub fn subject(
+        &self,
+        tenant: &TenantId,
+        actor: ActorId,
+        roles: &[&str],
+        clearance: &str,
+    ) -> Result<Subject, crate::SubjectError> {
+        let snap = self
+            .inner
+            .policy
+            .snapshot(tenant)
+            .ok_or_else(|| crate::SubjectError::UnknownTenant(tenant.to_string()))?;
+        let clearance = snap.label_scheme().parse(clearance).map_err(|e| {
+            crate::SubjectError::InvalidClearance {
+                label: clearance.to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        let roles = self.inner.policy.symbols().role_set(roles);
+        Ok(Subject::new(actor, roles, clearance))
+    }
+
+    /// Calls the typed command `C` with `input`: no JSON, no string hashing, no heap allocation on
+    /// the allowed path (beyond what the handler itself does).
+    ///
+    /// # Errors
+    /// [`DispatchError`]: a denial, an unknown command (type never registered), a handler error, or
+    /// an unavailable audit log. Every outcome is audited.
+    pub fn invoke<C: Command>(
+        &self,
+        ctx: &Context,
+        input: C::Input,
+    ) -> Result<C::Output, DispatchError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let table = inner.commands.load();
+        let Some(entry) = table.id_of::<C>().and_then(|id| table.get(id)) else {
+            let name: Arc<str> = Arc::from(std::any::type_name::<C>());
+            return self.fail_unknown(ctx, name);
+        };
+        let snap = self.guard(ctx, entry)?;
+        let span =
+            tracing::debug_span!("nodus.invoke", command = %entry.name(), tenant = %ctx.tenant());
+        let _enter = span.enter();
+        let started = inner.record_latency.then(Instant::now);
+        let Some(handler) = entry.typed::<C>() else {
+            return self.fail_unknown(ctx, entry.name().clone());
+        };
+        let result = handler.call(ctx, input);
+        let latency = started.map(|s| s.elapsed());
+        match result {
+            Ok(out) => {
+                entry.metrics().allowed.increment(1);
+                if let Some(l) = latency {
+                    entry.metrics().latency.record(l.as_secs_f64());
+                }
+                self.audit(
+                    ctx,
+                    AuditFields {
+                        command: Some(entry.name()),
+                        outcome: Outcome::Allowed,
+                        reason: None,
+                        epoch: snap.epoch(),
+                        latency,
+                        detail: BTreeMap::new(),
+                    },
+                )?;
+                Ok(out)
+            }
+            Err(error) => {
+                entry.metrics().errors.increment(1);
+                let err = DispatchError::Handler {
+                    command: entry.name().clone(),
+                    error,
+                };
+                self.audit_error(ctx, entry.name(), &err, snap.epoch(), latency)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// Calls the command named `command` with a JSON `payload`; returns its JSON output.
+    ///
+    /// # Errors
+    /// As [`Nodus::invoke`], plus [`DispatchError::PayloadTooLarge`] (checked before parsing) and
+    /// [`DispatchError::InvalidInput`] naming the path of the offending field.
+    pub fn dispatch(
+        &self,
+        ctx: &Context,
+        command: &str,
+        payload: &str,
+    ) -> Result<serde_json::Value, DispatchError> {
+        let inner = &*self.inner;
+        if inner.closed.load(Ordering::Relaxed) {
+            return Err(DispatchError::ShuttingDown);
+        }
+        let table = inner.commands.load();
+        let Some(entry) = table.resolve(command).and_then(|id| table.get(id)) else {
+            return self.fail_unknown(ctx, Arc::from(command));
+        };
+        let snap = self.guard(ctx, entry)?;
+        let limit = snap.max_payload_bytes();
+        if payload.len() > limit {
+            entry.metrics().errors.increment(1);
+            let err = DispatchError::PayloadTooLarge {
+                command: entry.name().clone(),
+                size: payload.len(),
+                limit,
+            };
+            self.audit_error(ctx, entry.name(), &err, snap.epoch(), None)?;
+            return Err(err);
+        }
+        let span =
+            tracing::debug_span!("nodus.dispatch", command = %entry.name(), tenant = %ctx.tenant());
+        let _enter = span.enter();
+        let started = inner.record_latency.then(Instant::now);
+        let result = (entry.json_handler())(ctx, payload);
+        let latency = started.map(|s| s.elapsed());
+        match result {
+            Ok(out) => {
+                entry.metrics().allowed.increment(1);
+                if let Some(l) = latency {
+                    entry.metrics().latency.record(l.as_secs_f64());
+                }
+                let mut detail = BTreeMap::new();
+                if entry.spec().audit_level() == AuditLevel::Detailed {
+                    detail.insert("input_bytes".to_owned(), payload.len().to_string());
+                }
+                self.audit(
+                    ctx,
+                    AuditFields {
+                        command: Some(entry.name()),
+                        outcome: Outcome::Allowed,
+                        reason: None,
+                        epoch: snap.epoch(),
+                        latency,
+                        detail,
+                    },
+                )?;
+                Ok(out)
+            }
+            Err(e) => {
+                entry.metrics().errors.increment(1);
+                let err = match e {
+                    JsonCallError::InvalidInput { path, message } => DispatchError::InvalidInput {
+                        command: entry.name().clone(),
+                        path,
+                        message,
+                    },
+                    JsonCallError::Handler(error) => DispatchError::Handler {
+                        command: entry.name().clone(),
+                        error,
+                    },
+                    JsonCallError::Output(message) => DispatchError::Handler {
+                        command: entry.name().clone(),
+                        error: nodus_registry::commands::CommandError::new(
+                            "OutputNotSerializable",
+                            message,
+                        ),
+                    },
+                    other => DispatchError::Handler {
+                        command: entry.name().clone(),
+                        error: nodus_registry::commands::CommandError::new(
+                            "HandlerFailed",
+                            other.to_string(),
+                        ),
+                    },
+                };
+                self.audit_error(ctx, entry.name(), &err, snap.epoch(), latency)?;
+                Err(err)
+            }
+        }
+    }
+
+    /// The guard: tenant, quarantine, RBAC, MAC, rate. A denial is audited before it is returned.
+    #[inline]
+    fn guard(
+        &self,
+        ctx: &Context,
+        entry: &CommandEntry,
+    ) -> Result<Arc<PolicySnapshot>, DispatchError> {
+        let inner = &*self.inner;
+        let bound = ctx.bound_to() == Some(inner.id);
+        let snap = match (bound, ctx.tenant_handle()) {
+            (true, Some(h)) => h.snapshot(),
+            _ => inner.policy.snapshot(ctx.tenant()),
+        };
+        let Some(snap) = snap else {
+            return Err(self.deny(ctx, entry, DenyReason::UnknownTenant, None, 0));
+        };
+        if !entry.is_active() {
+            return Err(self.deny(ctx, entry, DenyReason::Quarantined, None, snap.epoch()));
+        }
+        let subject = ctx.subject();
+        if !snap.permits(subject, entry.permission()) {
+            return Err(self.deny(
+                ctx,
+                entry,
+                DenyReason::MissingPermission,
+                None,
+                snap.epoch(),
+            ));
+        }
+        if let Some(min) = entry.min_label()
+            && !subject.clearance().dominates(min)
+        {
+            return Err(self.deny(ctx, entry, DenyReason::ClearanceTooLow, None, snap.epoch()));
+        }
+        let class = entry.rate_class();
+        if let Some(limit) = snap
+            .rate_limit(class)
+            .or_else(|| snap.rate_limit(inner.default_class))
+        {
+            let now = inner.clock.mono_ns();
+            let verdict = match (bound, ctx.rate_cells()) {
+                (true, Some(cells)) => cells.check(class, limit, now),
+                _ => self.unbound_cells(ctx).check(class, limit, now),
+            };
+            if let Err(retry) = verdict {
+                return Err(self.deny(
+                    ctx,
+                    entry,
+                    DenyReason::RateLimited,
+                    Some(retry),
+                    snap.epoch(),
+                ));
+            }
+        }
+        Ok(snap)
+    }
+
+    fn unbound_cells(&self, ctx: &Context) -> Arc<RateCells> {
+        let classes = self.inner.policy.symbols().rate_classes().len();
+        self.inner
+            .rates
+            .cells(ctx.tenant(), ctx.actor(), classes.max(8))
+    }
+
+    fn deny(
+        &self,
+        ctx: &Context,
+        entry: &CommandEntry,
+        reason: DenyReason,
+        retry_after: Option<Duration>,
+        epoch: u64,
+    ) -> DispatchError {
+        entry.metrics().denied.increment(1);
+        let mut detail = BTreeMap::new();
+        if let Some(r) = retry_after {
+            detail.insert(
+                "retry_after_ms".to_owned(),
+                r.as_millis().max(1).to_string(),
+            );
+        }
+        let audited = self.audit(
+            ctx,
+            AuditFields {
+                command: Some(entry.name()),
+                outcome: Outcome::Denied,
+                reason: Some(Cow::Borrowed(reason.code())),
+                epoch,
+                latency: None,
+                detail,
+            },
+        );
+        match audited {
+            Ok(()) => DispatchError::Denied(Denial {
+                reason,
+                command: entry.name().clone(),
+                retry_after,
+            }),
+            Err(e) => e,
+        }
+    }
+
+    fn fail_unknown<T>(&self, ctx: &Context, name: Arc<str>) -> Result<T, DispatchError> {
+        let err = DispatchError::UnknownCommand(name.to_string());
+        let epoch = self
+            .inner
+            .policy
+            .snapshot(ctx.tenant())
+            .map(|s| s.epoch())
+            .unwrap_or(0);
+        self.audit_error(ctx, &name, &err, epoch, None)?;
+        Err(err)
+    }
+
+    fn audit_error(
+        &self,
+        ctx: &Context,
+        command: &Arc<str>,
+        err: &DispatchError,
+        epoch: u64,
+        latency: Option<Duration>,
+    ) -> Result<(), DispatchError> {
+        let mut detail = BTreeMap::new();
+        if let DispatchError::InvalidInput { path, .. } = err {
+            detail.insert("path".to_owned(), path.clone());
+        }
+        self.audit(
+            ctx,
+            AuditFields {
+                command: Some(command),
+                outcome: Outcome::Error,
+                reason: Some(Cow::Owned(err.code().to_owned())),
+                epoch,
+                latency,
+                detail,
+            },
+        )
+    }
+
+    #[inline]
+    fn audit(&self, ctx: &Context, f: AuditFields<'_>) -> Result<(), DispatchError> {
+        let record = AuditRecord {
+            time_ms: self.inner.clock.unix_ms(),
+            tenant: Some(ctx.tenant().clone()),
+            actor: Some(ctx.actor().clone()),
+            session: Some(ctx.session().clone()),
+            kind: Cow::Borrowed("dispatch"),
+            command: f.command.cloned(),
+            outcome: f.outcome,
+            reason: f.reason,
+            detail: f.detail,
+            policy_epoch: f.epoch,
+            latency_ns: f.latency.map(|l| l.as_nanos() as u64),
+        };
+        self.inner
+            .audit
+            .record(record)
+            .map_err(|e| DispatchError::AuditUnavailable(Arc::new(e)))
+    }
+
+    /// Records an audit event outside dispatch (built-ins and subsystems use it).
+    pub(crate) fn audit_event(
+        &self,
+        record: AuditRecord,
+    ) -> Result<(), nodus_security::audit::AuditError> {
+        self.inner.audit.record(record)
+    }
+
+    /// The current time as the instance's coarse clock sees it (unix milliseconds).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.unix_ms()
+    }
+
+    /// Validates `sources`, swaps every tenant's snapshot atomically, revalidates the registries
+    /// against the new policy, audits the reload and publishes `policy.reloaded`.
+    ///
+    /// # Errors
+    /// [`ReloadError::Invalid`] listing every problem; nothing changed.
+    pub fn reload_policy(&self, sources: PolicySources) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.inner.reload_lock.lock();
+        let time_ms = self.now_ms();
+        match self.inner.policy.reload(sources) {
+            Ok(report) => {
+                let scheme = self.inner.policy.system_snapshot().label_scheme().clone();
+                let changes = self.inner.commands.revalidate(&scheme);
+                let mut rec = AuditRecord::new("policy.reloaded", Outcome::Allowed);
+                rec.time_ms = time_ms;
+                rec.policy_epoch = report.epoch;
+                rec.detail
+                    .insert("tenants_changed".into(), report.changed.len().to_string());
+                rec.detail
+                    .insert("tenants_added".into(), report.added.len().to_string());
+                rec.detail
+                    .insert("tenants_removed".into(), report.removed.len().to_string());
+                rec.detail
+                    .insert("keys_changed".into(), report.diff.len().to_string());
+                rec.detail.insert(
+                    "commands_quarantine_changes".into(),
+                    changes.len().to_string(),
+                );
+                self.audit_event(rec)?;
+                let payload = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
+                let _ = self.inner.events.publish("policy.reloaded", None, payload);
+                Ok(report)
+            }
+            Err(errors) => {
+                let mut rec = AuditRecord::new("policy.reloaded", Outcome::Error);
+                rec.time_ms = time_ms;
+                rec.policy_epoch = self.inner.policy.epoch();
+                rec.reason = Some(Cow::Borrowed("InvalidPolicy"));
+                rec.detail
+                    .insert("problems".into(), errors.errors().len().to_string());
+                self.audit_event(rec)?;
+                Err(ReloadError::Invalid(errors))
+            }
+        }
+    }
+
+    /// Reloads from the policy directory the instance was built with.
+    ///
+    /// # Errors
+    /// [`ReloadError::NoDirectory`] when the policy was given in memory, else as
+    /// [`Nodus::reload_policy`].
+    pub fn reload_policy_from_dir(&self) -> Result<ReloadReport, ReloadError> {
+        match &self.inner.policy_origin {
+            PolicyOrigin::Dir(dir) => {
+                let sources = PolicySources::from_dir(dir)?;
+                self.reload_policy(sources)
+            }
+            PolicyOrigin::Memory => Err(ReloadError::NoDirectory),
+        }
+    }
+
+    /// The policy store (snapshots, explain, symbols).
+    pub fn policy(&self) -> &Arc<PolicyStore> {
+        &self.inner.policy
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Arc<dyn SecretVault> {
+        &self.inner.vault
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> &Arc<dyn AuditSink> {
+        &self.inner.audit
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.inner.events
+    }
+
+    /// Every registered command with its status.
+    pub fn commands(&self) -> Vec<CommandInfo> {
+        self.inner.commands.list()
+    }
+
+    /// Blocks until every audit record enqueued so far is durable; returns the covering checkpoint.
+    ///
+    /// # Errors
+    /// The audit writer's error, if it stopped.
+    pub fn flush_audit(&self) -> Result<SignedCheckpoint, nodus_security::audit::AuditError> {
+        self.inner.audit.flush()
+    }
+
+    /// Flushes and re-verifies the whole audit log.
+    ///
+    /// # Errors
+    /// The audit log's error, if it cannot be read.
+    pub fn verify_audit(&self) -> Result<VerifyReport, nodus_security::audit::AuditError> {
+        self.inner.audit.flush()?;
+        self.inner.audit.verify()
+    }
+
+    /// Stops accepting calls, drains and flushes the audit log, and joins every thread the instance
+    /// owns. Idempotent; dropping the last handle does the same.
+    ///
+    /// # Errors
+    /// The audit log's error if the final flush failed.
+    pub fn shutdown(&self) -> Result<(), Arc<nodus_security::audit::AuditError>> {
+        self.inner.shutdown()
+    }
+
+    /// `true` once [`Nodus::shutdown`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.closed.load(Ordering::Relaxed)
+    }
+
+    /// A label parsed with the tenant's scheme (for hosts labelling data).
+    ///
+    /// # Errors
+    /// As [`Nodus::subject`].
+    pub fn label(&self, tenant: &TenantId, text: &str) -> Result<Label, crate::SubjectError> {
+        let snap = self
+            .inner
+            .policy
+            .snapshot(tenant)
+            .ok_or_else(|| crate::SubjectError::UnknownTenant(tenant.to_string()))?;
+        snap.label_scheme()
+            .parse(text)
+            .map_err(|e| crate::SubjectError::InvalidClearance {
+                label: text.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}

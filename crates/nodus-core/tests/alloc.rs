@@ -1,0 +1,68 @@
+//! The typed allowed path makes zero heap allocations, audit enqueue included.
+//!
+//! `allocation-counter` replaces the global allocator in this test binary and counts only the
+//! current thread's allocations, so the audit writer thread's work is not counted.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use nodus_core::Nodus;
+use nodus_core::security::audit::Overflow;
+
+fn check_zero_allocations(n: &Nodus) {
+    let alice = ctx(n, "acme", "alice", &["editor"], "UNCLASSIFIED");
+    // Warm up: thread-local arc-swap debt slots, lazily created metric handles, etc.
+    for i in 0..1_000 {
+        n.invoke::<Ping>(&alice, i).unwrap();
+    }
+    let info = allocation_counter::measure(|| {
+        for i in 0..1_000u64 {
+            let out = n.invoke::<Ping>(&alice, i).unwrap();
+            assert_eq!(out, i + 1);
+        }
+    });
+    assert_eq!(info.count_total, 0, "typed invoke allocated: {info:?}");
+    n.flush_audit().unwrap();
+    assert!(n.audit_log().size().unwrap() >= 2_000);
+}
+
+#[test]
+fn typed_invoke_allocates_nothing_with_the_default_overflow() {
+    let n = build_in_memory();
+    check_zero_allocations(&n);
+}
+
+#[test]
+fn typed_invoke_allocates_nothing_with_drop_with_marker() {
+    let system = format!("{SYSTEM}\n");
+    let system = system.replace(
+        "durability = \"normal\"",
+        "durability = \"normal\"\noverflow = \"drop_with_marker\"",
+    );
+    let sources = nodus_core::PolicySources::new()
+        .with_system("system.toml", &system)
+        .with_tenant(tenant("acme"), "tenants/acme.toml", &tenant_toml(false));
+    let n = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(sources)
+        .command(Ping)
+        .build()
+        .unwrap();
+    assert_eq!(
+        n.policy()
+            .system_snapshot()
+            .get_str("audit.overflow")
+            .unwrap(),
+        "drop_with_marker"
+    );
+    let _ = Overflow::DropWithMarker;
+    check_zero_allocations(&n);
+}
