@@ -44,7 +44,10 @@ impl Command for CreateNote {
         CommandSpec::new("notes.create")
     }
     fn call(&self, _ctx: &Context, input: NewNote) -> Result<Note, CommandError> {
-        Ok(Note { id: 1, title: input.title })
+        Ok(Note {
+            id: 1,
+            title: input.title,
+        })
     }
 }
 
@@ -55,7 +58,9 @@ impl Command for ReadReport {
     type Input = ();
     type Output = String;
     fn spec(&self) -> CommandSpec {
-        CommandSpec::new("reports.read").permission("notes.read").min_label("SECRET//CRYPTO")
+        CommandSpec::new("reports.read")
+            .permission("notes.read")
+            .min_label("SECRET//CRYPTO")
     }
     fn call(&self, _ctx: &Context, _: ()) -> Result<String, CommandError> {
         Ok("quarterly crypto report".into())
@@ -69,7 +74,9 @@ impl Command for ExportNotes {
     type Input = ();
     type Output = u32;
     fn spec(&self) -> CommandSpec {
-        CommandSpec::new("notes.export").permission("notes.read").rate_class("strict")
+        CommandSpec::new("notes.export")
+            .permission("notes.read")
+            .rate_class("strict")
     }
     fn call(&self, _ctx: &Context, _: ()) -> Result<u32, CommandError> {
         Ok(42)
@@ -120,26 +127,48 @@ fn run() -> Result<(), Box<dyn Error>> {
         .command(ReadReport)
         .command(ExportNotes)
         .build()?;
-    println!("Nodus is up: policy epoch {}, data in {}", nodus.policy().epoch(), work.path().join("data").display());
+    println!(
+        "Nodus is up: policy epoch {}, data in {}",
+        nodus.policy().epoch(),
+        work.path().join("data").display()
+    );
 
     // -----------------------------------------------------------------------------------------
     // 3. Who is calling: build a Context once per session and reuse it.
     // -----------------------------------------------------------------------------------------
     let acme = TenantId::new("acme")?;
-    let alice = nodus.subject(&acme, ActorId::new("alice")?, &["editor"], "CONFIDENTIAL//CRYPTO")?;
+    let alice = nodus.subject(
+        &acme,
+        ActorId::new("alice")?,
+        &["editor"],
+        "CONFIDENTIAL//CRYPTO",
+    )?;
     let bob = nodus.subject(&acme, ActorId::new("bob")?, &["viewer"], "UNCLASSIFIED")?;
-    let root = nodus.subject(&acme, ActorId::new("root")?, &["admin"], "TOP SECRET//CRYPTO,NOFORN")?;
+    let root = nodus.subject(
+        &acme,
+        ActorId::new("root")?,
+        &["admin"],
+        "TOP SECRET//CRYPTO,NOFORN",
+    )?;
     let alice = nodus.context(&acme, alice, "session-alice");
     let bob = nodus.context(&acme, bob, "session-bob");
     let root = nodus.context(&acme, root, "session-root");
 
     println!("\nThe front door:");
-    let r = nodus.invoke::<CreateNote>(&alice, NewNote { title: "hello".into() });
+    let r = nodus.invoke::<CreateNote>(
+        &alice,
+        NewNote {
+            title: "hello".into(),
+        },
+    );
     show("alice (editor) creates a note", &r);
     let r = nodus.invoke::<CreateNote>(&bob, NewNote { title: "hi".into() });
     show("bob (viewer) creates a note", &r);
     let r = nodus.invoke::<ReadReport>(&alice, ());
-    show("alice (CONFIDENTIAL//CRYPTO) reads a SECRET//CRYPTO report", &r);
+    show(
+        "alice (CONFIDENTIAL//CRYPTO) reads a SECRET//CRYPTO report",
+        &r,
+    );
     let r = nodus.invoke::<ReadReport>(&root, ());
     show("root (TOP SECRET//CRYPTO,NOFORN) reads it", &r);
 
@@ -147,7 +176,12 @@ fn run() -> Result<(), Box<dyn Error>> {
     for i in 1..=3 {
         let r = nodus.invoke::<ExportNotes>(&alice, ());
         show(&format!("alice exports, call {i}"), &r);
-        if let Some(retry) = r.as_ref().err().and_then(DispatchError::denial).and_then(|d| d.retry_after) {
+        if let Some(retry) = r
+            .as_ref()
+            .err()
+            .and_then(DispatchError::denial)
+            .and_then(|d| d.retry_after)
+        {
             println!("    → retry after {} ms", retry.as_millis().max(1));
         }
     }
@@ -164,14 +198,27 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!("\nHot reload:");
     let tenant_file = policy_dir.join("tenants").join("acme.toml");
     let text = std::fs::read_to_string(&tenant_file)?;
-    let edited = text.replacen("viewer = [\"notes.read\"]", "viewer = [\"notes.read\", \"notes.create\"]", 1);
+    let edited = text.replacen(
+        "viewer = [\"notes.read\"]",
+        "viewer = [\"notes.read\", \"notes.create\"]",
+        1,
+    );
     if edited == text {
         return Err("the sample acme policy no longer has the viewer line this demo edits".into());
     }
     std::fs::write(&tenant_file, edited)?;
     let report = nodus.dispatch(&root, "policy.reload", "{}")?;
-    println!("  policy.reload → epoch {}, tenants changed {}", report["epoch"], report["changed"]);
-    let r = nodus.invoke::<CreateNote>(&bob, NewNote { title: "now I can".into() });
+    println!(
+        "  policy.reload → epoch {}, tenants changed {}",
+        report.get("epoch").unwrap_or(&serde_json::Value::Null),
+        report.get("changed").unwrap_or(&serde_json::Value::Null)
+    );
+    let r = nodus.invoke::<CreateNote>(
+        &bob,
+        NewNote {
+            title: "now I can".into(),
+        },
+    );
     show("bob (viewer) creates a note after the reload", &r);
 
     // -----------------------------------------------------------------------------------------
@@ -201,7 +248,10 @@ fn run() -> Result<(), Box<dyn Error>> {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
