@@ -364,6 +364,8 @@ struct Counters {
 
 struct Shared {
     tree: RwLock<Tree>,
+    /// Leaves committed (the tree may hold a batch's leaves before its commit).
+    durable: AtomicU64,
     latest: RwLock<Option<SignedCheckpoint>>,
     failed: AtomicBool,
     error: Mutex<Option<AuditError>>,
@@ -887,7 +889,9 @@ impl AuditLog {
             Err(_) => None,
         };
         let reader = reader()?;
+        let durable = AtomicU64::new(tree.len());
         let shared = Arc::new(Shared {
+            durable,
             tree: RwLock::new(tree),
             latest: RwLock::new(latest),
             failed: AtomicBool::new(false),
@@ -929,11 +933,20 @@ impl AuditLog {
         })
     }
 
+    fn durable_bound(&self, size: u64) -> Result<(), AuditError> {
+        let len = self.shared.durable.load(Ordering::Acquire);
+        if size > len {
+            return Err(AuditError::Tree(TreeError::SizeTooLarge { size, len }));
+        }
+        Ok(())
+    }
+
     /// The root of the first `size` records.
     ///
     /// # Errors
     /// [`AuditError::Tree`] for a size beyond the log.
     pub fn root(&self, size: u64) -> Result<[u8; 32], AuditError> {
+        self.durable_bound(size)?;
         Ok(self.shared.tree.read().root(size)?)
     }
 
@@ -942,6 +955,7 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError::Tree`].
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, AuditError> {
+        self.durable_bound(size)?;
         Ok(self.shared.tree.read().inclusion_proof(index, size)?)
     }
 
@@ -950,6 +964,7 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError::Tree`].
     pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<[u8; 32]>, AuditError> {
+        self.durable_bound(size2)?;
         Ok(self.shared.tree.read().consistency_proof(size1, size2)?)
     }
 
@@ -1130,7 +1145,7 @@ impl AuditSink for AuditLog {
     }
 
     fn size(&self) -> Result<u64, AuditError> {
-        Ok(self.shared.tree.read().len())
+        Ok(self.shared.durable.load(Ordering::Acquire))
     }
 
     fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
@@ -1261,9 +1276,9 @@ impl Writer {
         }
     }
 
-    /// Writes the batch (with a gap record first if records were dropped) in one transaction, with
-    /// a checkpoint when due, forced, or every `checkpoint_every` records. Returns whether a
-    /// checkpoint was made.
+    /// Writes the batch (with a gap record first if records were dropped) in one transaction. A
+    /// checkpoint is signed at every multiple of `checkpoint_every` records inside the batch, and at
+    /// its end when forced (flush, shutdown) or due (interval). Returns whether a checkpoint was made.
     fn commit(
         &mut self,
         batch: &mut Vec<AuditRecord>,
@@ -1282,96 +1297,70 @@ impl Writer {
                 .detail("last_ms", last.to_string());
             batch.insert(0, gap);
         }
-        let latest_size = self
+        let mut last_cp = self
             .shared
             .latest
             .read()
             .as_ref()
-            .map_or(0, |l| l.checkpoint.size);
-        let base = self.shared.tree.read().len();
+            .map(|l| (l.checkpoint.size, l.checkpoint.root));
+        let had_cp = last_cp.is_some();
         if batch.is_empty() && !(force || due) {
             return Ok(false);
         }
+        let base = self.shared.durable.load(Ordering::Acquire);
         let start = Instant::now();
         let tx = self.conn.transaction().map_err(storage)?;
-        let mut new_hashes = Vec::with_capacity(batch.len());
+        let mut made: Option<SignedCheckpoint> = None;
+        let every = self.config.checkpoint_every.max(1);
         {
             let mut stmt = tx
                 .prepare_cached("INSERT INTO records (seq, leaf, hash) VALUES (?1, ?2, ?3)")
                 .map_err(storage)?;
+            let mut pending: Vec<Hash> = Vec::with_capacity(batch.len());
             for (i, r) in batch.iter().enumerate() {
                 let seq = base + i as u64;
                 let leaf = r.leaf_bytes(seq);
                 let h = leaf_hash(&leaf);
                 stmt.execute(params![seq as i64, leaf, h.as_slice()])
                     .map_err(storage)?;
-                new_hashes.push(h);
-            }
-        }
-        let size = base + new_hashes.len() as u64;
-        let want_cp = size > latest_size
-            && (force || due || size - latest_size >= self.config.checkpoint_every);
-        let want_first_cp = force && size == 0 && self.shared.latest.read().is_none();
-        let mut made = None;
-        if want_cp || want_first_cp {
-            let root = {
-                let mut t = self.shared.tree.write();
-                for h in &new_hashes {
-                    t.push(*h);
-                }
-                new_hashes.clear();
-                t.root(size)?
-            };
-            // A checkpoint never contradicts an earlier one.
-            if let Some(prev) = self
-                .shared
-                .latest
-                .read()
-                .as_ref()
-                .filter(|p| p.checkpoint.size > 0)
-            {
-                let t = self.shared.tree.read();
-                let proof = t.consistency_proof(prev.checkpoint.size, size)?;
-                if !verify_consistency(
-                    prev.checkpoint.size,
-                    size,
-                    &prev.checkpoint.root,
-                    &root,
-                    &proof,
-                ) {
-                    return Err(AuditError::Storage(
-                        "new checkpoint would contradict the previous one".into(),
-                    ));
+                pending.push(h);
+                let size = seq + 1;
+                if size - last_cp.map_or(0, |(s, _)| s) >= every {
+                    let cp = sign_checkpoint(
+                        &self.shared,
+                        &*self.signer,
+                        &self.config.origin,
+                        &tx,
+                        &mut pending,
+                        size,
+                        last_cp,
+                    )?;
+                    last_cp = Some((size, cp.checkpoint.root));
+                    made = Some(cp);
                 }
             }
-            let body = checkpoint_body(&self.config.origin, size, &root);
-            let sig = self.signer.sign(body.as_bytes())?;
-            let note = format!(
-                "{body}\n{}",
-                signature_line(self.signer.name(), &self.signer.public_key(), &sig)
-            );
-            tx.execute(
-                "INSERT OR REPLACE INTO checkpoints (size, note, time_ms) VALUES (?1, ?2, ?3)",
-                params![size as i64, note, now_ms() as i64],
-            )
-            .map_err(storage)?;
-            made = Some(SignedCheckpoint {
-                checkpoint: Checkpoint {
-                    origin: self.config.origin.clone(),
+            let size = base + batch.len() as u64;
+            let behind = size > last_cp.map_or(0, |(s, _)| s);
+            if (behind && (force || due)) || (force && !had_cp && made.is_none()) {
+                let cp = sign_checkpoint(
+                    &self.shared,
+                    &*self.signer,
+                    &self.config.origin,
+                    &tx,
+                    &mut pending,
                     size,
-                    root,
-                },
-                note,
-            });
+                    last_cp,
+                )?;
+                made = Some(cp);
+            } else {
+                self.shared.tree.write().extend(pending.drain(..));
+            }
         }
         tx.commit().map_err(storage)?;
         let micros = start.elapsed().as_micros() as u64;
-        if !new_hashes.is_empty() {
-            let mut t = self.shared.tree.write();
-            for h in &new_hashes {
-                t.push(*h);
-            }
-        }
+        self.shared
+            .durable
+            .store(base + batch.len() as u64, Ordering::Release);
         c.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.batches.fetch_add(1, Ordering::Relaxed);
         if self.config.durability == Durability::Full {
@@ -1386,4 +1375,48 @@ impl Writer {
         }
         Ok(was_made)
     }
+}
+
+/// Appends `pending` leaves to the tree and signs and stores the checkpoint of `size`, after
+/// checking it is consistent with the previous one (a checkpoint never contradicts an earlier one).
+fn sign_checkpoint(
+    shared: &Shared,
+    signer: &dyn CheckpointSigner,
+    origin: &str,
+    tx: &rusqlite::Transaction<'_>,
+    pending: &mut Vec<Hash>,
+    size: u64,
+    prev: Option<(u64, Hash)>,
+) -> Result<SignedCheckpoint, AuditError> {
+    let mut t = shared.tree.write();
+    t.extend(pending.drain(..));
+    let root = t.root(size)?;
+    if let Some((ps, pr)) = prev.filter(|(s, _)| *s > 0) {
+        let proof = t.consistency_proof(ps, size)?;
+        if !verify_consistency(ps, size, &pr, &root, &proof) {
+            return Err(AuditError::Storage(
+                "a new checkpoint would contradict the previous one".into(),
+            ));
+        }
+    }
+    drop(t);
+    let body = checkpoint_body(origin, size, &root);
+    let sig = signer.sign(body.as_bytes())?;
+    let note = format!(
+        "{body}\n{}",
+        signature_line(signer.name(), &signer.public_key(), &sig)
+    );
+    tx.execute(
+        "INSERT OR REPLACE INTO checkpoints (size, note, time_ms) VALUES (?1, ?2, ?3)",
+        params![size as i64, note, now_ms() as i64],
+    )
+    .map_err(storage)?;
+    Ok(SignedCheckpoint {
+        checkpoint: Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+        },
+        note,
+    })
 }

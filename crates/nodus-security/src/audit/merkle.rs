@@ -117,6 +117,13 @@ impl Tree {
         }
     }
 
+    /// Appends leaf hashes.
+    pub fn extend(&mut self, leaves: impl IntoIterator<Item = Hash>) {
+        for l in leaves {
+            self.push(l);
+        }
+    }
+
     /// The leaf hash at `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
         self.levels
