@@ -1,3 +1,205 @@
-//! Placeholder: the audit_tool example is written by its owner.
+//! `audit_tool`: verify, export, prove and tail Nodus audit logs.
+//!
+//! ```sh
+//! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>]
+//! cargo run -p nodus-examples --example audit_tool -- export <audit.db> <export.json>
+//! cargo run -p nodus-examples --example audit_tool -- prove  <export.json> <index>
+//! cargo run -p nodus-examples --example audit_tool -- tail   <audit.db> [n]
+//! ```
+//!
+//! JSON on stdout, messages on stderr. Exit code 0 when the log is valid (or the command
+//! succeeded), 1 when tampering is found (or a file cannot be read), 2 on usage errors.
+//!
+//! Trust: `verify` checks signatures with `--key` when given. Without it, it uses the public key
+//! stored in the file itself and says so — that catches accidents and partial tampering, not someone
+//! who rewrote the whole file with their own key. Pass the key you trust.
 
-fn main() {}
+use std::path::Path;
+use std::process::ExitCode;
+
+use nodus_security::audit::{
+    AuditLog, export_tree, merkle, note, read_export_records, verify_db, verify_export,
+};
+use serde_json::{Value, json};
+
+const USAGE: &str = "usage:
+  audit_tool verify <audit.db|export.json> [--key <base64|hex>]
+  audit_tool export <audit.db> <export.json>
+  audit_tool prove <export.json> <index>
+  audit_tool tail <audit.db> [n]";
+
+enum Exit {
+    Ok(Value),
+    Tampered(Value),
+    Failed(String),
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Exit::Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Exit::Tampered(v) => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            eprintln!("tampering detected");
+            ExitCode::from(1)
+        }
+        Exit::Failed(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+        Exit::Usage(msg) => {
+            eprintln!("error: {msg}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_key(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    let bytes = if s.len() == 64 {
+        hex::decode(s).ok()?
+    } else {
+        base64::engine::general_purpose::STANDARD.decode(s).ok()?
+    };
+    bytes.try_into().ok()
+}
+
+fn is_export(path: &Path) -> bool {
+    std::fs::read(path)
+        .map(|b| b.first() == Some(&b'{'))
+        .unwrap_or(false)
+}
+
+fn run(args: &[String]) -> Exit {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["verify", file, rest @ ..] => {
+            let key = match rest {
+                [] => None,
+                ["--key", k] => match parse_key(k) {
+                    Some(k) => Some(k),
+                    None => {
+                        return Exit::Usage(format!("`{k}` is not a 32-byte key in base64 or hex"));
+                    }
+                },
+                _ => {
+                    return Exit::Usage(
+                        "verify takes one file and an optional `--key <key>`".into(),
+                    );
+                }
+            };
+            let path = Path::new(file);
+            if !path.is_file() {
+                return Exit::Usage(format!("`{file}` is not a file"));
+            }
+            if key.is_none() {
+                eprintln!(
+                    "warning: no --key given: trusting the public key stored in `{file}` itself"
+                );
+            }
+            let report = if is_export(path) {
+                let key = match key {
+                    Some(k) => k,
+                    None => match read_export_records(path) {
+                        Ok((_, _, pk)) => pk,
+                        Err(e) => return Exit::Failed(e.to_string()),
+                    },
+                };
+                verify_export(path, &key)
+            } else {
+                verify_db(path, key.as_ref())
+            };
+            match report {
+                Ok(r) => {
+                    let v = serde_json::to_value(&r).unwrap_or(Value::Null);
+                    if r.valid {
+                        Exit::Ok(v)
+                    } else {
+                        Exit::Tampered(v)
+                    }
+                }
+                Err(e) => Exit::Failed(e.to_string()),
+            }
+        }
+        ["export", db, out] => {
+            if !Path::new(db).is_file() {
+                return Exit::Usage(format!("`{db}` is not a file"));
+            }
+            match AuditLog::export_db(Path::new(db), Path::new(out)) {
+                Ok(s) => Exit::Ok(
+                    json!({ "exported": out, "records": s.records, "checkpoints": s.checkpoints }),
+                ),
+                Err(e) => Exit::Failed(e.to_string()),
+            }
+        }
+        ["prove", export, index] => {
+            let Ok(index) = index.parse::<u64>() else {
+                return Exit::Usage(format!("`{index}` is not an index"));
+            };
+            let path = Path::new(export);
+            let (records, checkpoints, pk) = match read_export_records(path) {
+                Ok(x) => x,
+                Err(e) => return Exit::Failed(e.to_string()),
+            };
+            let Some(latest) = checkpoints.last() else {
+                return Exit::Failed("the export has no checkpoint".into());
+            };
+            let size = latest.checkpoint.size;
+            if index >= size {
+                return Exit::Usage(format!(
+                    "index {index} is not covered by the latest checkpoint (size {size})"
+                ));
+            }
+            let tree = match export_tree(path) {
+                Ok(t) => t,
+                Err(e) => return Exit::Failed(e.to_string()),
+            };
+            let (Ok(proof), Some(leaf)) = (tree.inclusion_proof(index, size), tree.leaf(index))
+            else {
+                return Exit::Failed("the export's records do not cover the checkpoint".into());
+            };
+            let vkey = note::verifier_key(&latest.checkpoint.origin, &pk);
+            let verified =
+                merkle::verify_inclusion(&leaf, index, size, &proof, &latest.checkpoint.root);
+            let out = json!({
+                "index": index,
+                "tree_size": size,
+                "leaf_hash": hex::encode(leaf),
+                "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+                "root": hex::encode(latest.checkpoint.root),
+                "checkpoint": latest.note,
+                "verifier_key": vkey,
+                "record": records.iter().find(|r| r.seq == index),
+                "verified": verified,
+            });
+            if verified {
+                Exit::Ok(out)
+            } else {
+                Exit::Tampered(out)
+            }
+        }
+        ["tail", db, rest @ ..] => {
+            let n = match rest {
+                [] => 10,
+                [n] => match n.parse::<usize>() {
+                    Ok(n) => n,
+                    Err(_) => return Exit::Usage(format!("`{n}` is not a count")),
+                },
+                _ => return Exit::Usage("tail takes a database and an optional count".into()),
+            };
+            if !Path::new(db).is_file() {
+                return Exit::Usage(format!("`{db}` is not a file"));
+            }
+            match AuditLog::tail_db(Path::new(db), n) {
+                Ok(records) => Exit::Ok(serde_json::to_value(records).unwrap_or(Value::Null)),
+                Err(e) => Exit::Failed(e.to_string()),
+            }
+        }
+        [] => Exit::Usage("no command given".into()),
+        [cmd, ..] => Exit::Usage(format!("unknown command or wrong arguments: `{cmd}`")),
+    }
+}

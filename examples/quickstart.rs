@@ -113,14 +113,22 @@ fn run() -> Result<(), Box<dyn Error>> {
     // -----------------------------------------------------------------------------------------
     // 2. Build the instance. A copy of the sample policies, so the hot reload below can edit it.
     // -----------------------------------------------------------------------------------------
+    // `--data-dir <path>` keeps the vault and audit log afterwards (e.g. for `audit_tool`).
+    let args: Vec<String> = std::env::args().collect();
+    let keep = args
+        .iter()
+        .position(|a| a == "--data-dir")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
     let work = tempfile::tempdir()?;
+    let data_dir = keep.unwrap_or_else(|| work.path().join("data"));
     let policy_dir = work.path().join("policies");
     copy_dir(&nodus_examples::sample_policies(), &policy_dir)?;
 
     // A real host reads the master key from a secret store or `MasterKey::from_env(..)`.
     let master = MasterKey::from_bytes(*b"quickstart-demo-master-key-32-b!");
     let nodus = Nodus::builder()
-        .data_dir(work.path().join("data"))
+        .data_dir(&data_dir)
         .master_key(master)
         .policy_dir(&policy_dir)
         .command(CreateNote)
