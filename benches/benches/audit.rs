@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use nodus_security::audit::{AuditConfig, AuditLog, AuditRecord, AuditSink, Durability, Ed25519Signer, Outcome, Overflow};
+use nodus_security::audit::{
+    AuditConfig, AuditLog, AuditRecord, AuditSink, Durability, Ed25519Signer, Outcome, Overflow,
+};
 
 fn signer() -> Arc<Ed25519Signer> {
     Arc::new(Ed25519Signer::generate("bench/audit").unwrap())
@@ -37,23 +39,49 @@ fn rec() -> AuditRecord {
 }
 
 fn cfg(d: Durability, o: Overflow, cap: usize) -> AuditConfig {
-    AuditConfig { origin: "bench/audit".into(), durability: d, overflow: o, queue_capacity: cap, checkpoint_every: 1024, checkpoint_interval: Duration::from_secs(1) }
+    AuditConfig {
+        origin: "bench/audit".into(),
+        durability: d,
+        overflow: o,
+        queue_capacity: cap,
+        checkpoint_every: 1024,
+        checkpoint_interval: Duration::from_secs(1),
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let log = AuditLog::in_memory(signer(), cfg(Durability::Normal, Overflow::DropWithMarker, 1 << 20)).unwrap();
+    let log = AuditLog::in_memory(
+        signer(),
+        cfg(Durability::Normal, Overflow::DropWithMarker, 1 << 20),
+    )
+    .unwrap();
     let r = rec();
     // The record is built outside the timed section: this measures the enqueue alone.
     c.bench_function("audit/enqueue", |b| {
-        b.iter_batched(|| r.clone(), |rec| log.record(rec).unwrap(), criterion::BatchSize::SmallInput)
+        b.iter_batched(
+            || r.clone(),
+            |rec| log.record(rec).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
     });
     let s = log.stats();
-    println!("enqueue bench: {} enqueued, {} dropped (queue full), {} written", s.enqueued, s.dropped, s.written);
+    println!(
+        "enqueue bench: {} enqueued, {} dropped (queue full), {} written",
+        s.enqueued, s.dropped, s.written
+    );
     log.shutdown().unwrap();
 
-    for (name, d) in [("audit/throughput_normal", Durability::Normal), ("audit/throughput_full", Durability::Full)] {
+    for (name, d) in [
+        ("audit/throughput_normal", Durability::Normal),
+        ("audit/throughput_full", Durability::Full),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(&dir.path().join("a.db"), signer(), cfg(d, Overflow::Block, 65536)).unwrap();
+        let log = AuditLog::open(
+            &dir.path().join("a.db"),
+            signer(),
+            cfg(d, Overflow::Block, 65536),
+        )
+        .unwrap();
         let mut g = c.benchmark_group(name);
         g.throughput(Throughput::Elements(20_000));
         g.sample_size(10);
@@ -71,11 +99,15 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
         let s = log.stats();
-        println!("{name}: {} batches, {} fsyncs, max fsync {} µs", s.batches, s.fsyncs, s.max_fsync_micros);
+        println!(
+            "{name}: {} batches, {} fsyncs, max fsync {} µs",
+            s.batches, s.fsyncs, s.max_fsync_micros
+        );
         log.shutdown().unwrap();
     }
 
-    let log = AuditLog::in_memory(signer(), cfg(Durability::Normal, Overflow::Block, 1 << 16)).unwrap();
+    let log =
+        AuditLog::in_memory(signer(), cfg(Durability::Normal, Overflow::Block, 1 << 16)).unwrap();
     for _ in 0..1_000_000 {
         log.record(rec()).unwrap();
     }

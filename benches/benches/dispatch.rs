@@ -11,10 +11,25 @@
 //!
 //! Targets (issue 5): typed allowed ≤ 150 ns (stretch ≤ 60 ns); JSON ≤ 2 µs; 2 threads ≥ 1.7× one.
 //!
-//! Last figures: see the table at the end of this comment (filled in from `cargo bench -p
-//! nodus-benches --bench dispatch`).
+//! Last figures (2026-11-24, `cargo bench -p nodus-benches --bench dispatch -- --measurement-time 3`,
+//! 2-core x86_64 VM (AMD EPYC), 24 GiB; medians; `tracing` compiled in, no subscriber):
 //!
-//! RESULTS-PLACEHOLDER
+//! | bench | median | target |
+//! |---|---|---|
+//! | `invoke/allowed` (typed, audit enqueue into the real log) | 154 ns | ≤ 150 ns ✘ (just over; stretch ≤ 60 ns ✘) |
+//! | `invoke/allowed_counting_sink` (same path, records discarded) | 124 ns | — |
+//! | `invoke/denied` (RBAC denial, audited) | 167 ns | — |
+//! | `dispatch/json_small` (parse, route, serialise) | 418 ns | ≤ 2 µs ✔ |
+//! | throughput, real audit log: 1 → 2 threads, reload every ms | 6.81 → 7.46 M calls/s (1.09×) | ≥ 1.7× ✘ |
+//! | throughput, discarding sink: 1 → 2 threads, reload every ms | 9.20 → 13.62 M calls/s (1.48×) | ≥ 1.7× ✘ |
+//!
+//! Why the scaling targets are missed, honestly: on this 2-core machine the audit writer thread
+//! (persisting ~650k records/s and dropping the rest under `drop_with_marker`), the reload thread and
+//! the 1 ms clock thread share the two cores with the two dispatching threads; and every audit record
+//! clones the command name's `Arc<str>`, a reference count all threads calling the same command
+//! write to. The snapshot is read through an arc-swap guard (no shared reference count) and each
+//! context carries its own copy of the tenant id for the same reason. Next steps: intern command
+//! names as `&'static str` for audit records, and measure on a machine with more cores than threads.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -23,6 +38,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use nodus_core::security::audit::{
+    AuditError, AuditRecord, AuditSink, AuditStats, Checkpoint, SignedCheckpoint, StoredRecord,
+    VerifyReport,
+};
 use nodus_core::{
     ActorId, Command, CommandError, CommandSpec, Context, MasterKey, Nodus, PolicySources, TenantId,
 };
@@ -55,7 +74,11 @@ default = {{ rate = 1000000000, per = "1s", burst = 1000000000 }}
 fn sources(version: u32) -> PolicySources {
     PolicySources::new()
         .with_system("system.toml", SYSTEM)
-        .with_tenant(TenantId::new("acme").unwrap(), "tenants/acme.toml", &tenant_toml(version))
+        .with_tenant(
+            TenantId::new("acme").unwrap(),
+            "tenants/acme.toml",
+            &tenant_toml(version),
+        )
 }
 
 struct Ping;
@@ -100,7 +123,7 @@ impl Command for Admin {
     }
 }
 
-fn build() -> Nodus {
+fn builder() -> nodus_core::NodusBuilder {
     Nodus::builder()
         .in_memory()
         .master_key(MasterKey::from_bytes([1; 32]))
@@ -108,13 +131,71 @@ fn build() -> Nodus {
         .command(Ping)
         .command(Create)
         .command(Admin)
+}
+
+fn build() -> Nodus {
+    builder().build().unwrap()
+}
+
+/// An audit sink that counts and discards: isolates the dispatch path from the audit writer's
+/// work (which, on this 2-core machine, competes with the dispatching threads for CPU).
+#[derive(Default)]
+struct CountingSink(std::sync::atomic::AtomicU64);
+
+// The counter is only read by `size`; the benches use a sink that just drops records so the
+// measurement does not add a contended counter of its own.
+
+impl AuditSink for CountingSink {
+    fn record(&self, r: AuditRecord) -> Result<(), AuditError> {
+        std::hint::black_box(r);
+        Ok(())
+    }
+    fn flush(&self) -> Result<SignedCheckpoint, AuditError> {
+        let size = self.0.load(Ordering::Relaxed);
+        Ok(SignedCheckpoint {
+            checkpoint: Checkpoint {
+                origin: "counting".into(),
+                size,
+                root: [0; 32],
+            },
+            note: String::new(),
+        })
+    }
+    fn verify(&self) -> Result<VerifyReport, AuditError> {
+        Err(AuditError::Closed)
+    }
+    fn stats(&self) -> AuditStats {
+        AuditStats::default()
+    }
+    fn size(&self) -> Result<u64, AuditError> {
+        Ok(self.0.load(Ordering::Relaxed))
+    }
+    fn latest_checkpoint(&self) -> Result<Option<SignedCheckpoint>, AuditError> {
+        Ok(None)
+    }
+    fn tail(&self, _n: usize) -> Result<Vec<StoredRecord>, AuditError> {
+        Ok(vec![])
+    }
+    fn public_key(&self) -> [u8; 32] {
+        [0; 32]
+    }
+    fn shutdown(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
+fn build_counting() -> Nodus {
+    builder()
+        .with_audit(CountingSink::default())
         .build()
         .unwrap()
 }
 
 fn ctx(n: &Nodus, actor: &str, roles: &[&str]) -> Context {
     let t = TenantId::new("acme").unwrap();
-    let s = n.subject(&t, ActorId::new(actor).unwrap(), roles, "UNCLASSIFIED").unwrap();
+    let s = n
+        .subject(&t, ActorId::new(actor).unwrap(), roles, "UNCLASSIFIED")
+        .unwrap();
     n.context(&t, s, "bench")
 }
 
@@ -130,18 +211,35 @@ fn bench_invoke(c: &mut Criterion) {
             n.invoke::<Ping>(&editor, std::hint::black_box(i)).unwrap()
         })
     });
-    g.bench_function("denied", |b| b.iter(|| n.invoke::<Admin>(&viewer, ()).unwrap_err()));
+    g.bench_function("denied", |b| {
+        b.iter(|| n.invoke::<Admin>(&viewer, ()).unwrap_err())
+    });
+    let nc = build_counting();
+    let editor_c = ctx(&nc, "alice", &["editor"]);
+    g.bench_function("allowed_counting_sink", |b| {
+        let mut i = 0u64;
+        b.iter(|| {
+            i += 1;
+            nc.invoke::<Ping>(&editor_c, std::hint::black_box(i))
+                .unwrap()
+        })
+    });
     g.finish();
     let mut g = c.benchmark_group("dispatch");
     let payload = r#"{"title":"hello world","tags":["a","b"]}"#;
-    g.bench_function("json_small", |b| b.iter(|| n.dispatch(&editor, "notes.create", std::hint::black_box(payload)).unwrap()));
+    g.bench_function("json_small", |b| {
+        b.iter(|| {
+            n.dispatch(&editor, "notes.create", std::hint::black_box(payload))
+                .unwrap()
+        })
+    });
     g.finish();
     n.shutdown().unwrap();
 }
 
 /// Calls per second over `window` with `threads` invoking threads and one reloading thread.
-fn throughput(threads: usize, window: Duration) -> (f64, u64) {
-    let n = build();
+fn throughput(threads: usize, window: Duration, counting: bool) -> (f64, u64) {
+    let n = if counting { build_counting() } else { build() };
     let stop = Arc::new(AtomicBool::new(false));
     let reloader = {
         let n = n.clone();
@@ -189,14 +287,21 @@ fn bench_throughput(c: &mut Criterion) {
     // Criterion's per-iteration model does not fit a fixed-window multi-thread run; report the
     // figures directly, and give criterion one cheap sample so the group still appears.
     let window = Duration::from_secs(2);
-    let (one, r1) = throughput(1, window);
-    let (two, r2) = throughput(2, window);
-    println!(
-        "throughput/with_reload: 1 thread {:.2} M calls/s ({r1} reloads), 2 threads {:.2} M calls/s ({r2} reloads), ratio {:.2}",
-        one / 1e6,
-        two / 1e6,
-        two / one
-    );
+    for counting in [false, true] {
+        let (one, r1) = throughput(1, window, counting);
+        let (two, r2) = throughput(2, window, counting);
+        println!(
+            "throughput/with_reload ({}): 1 thread {:.2} M calls/s ({r1} reloads), 2 threads {:.2} M calls/s ({r2} reloads), ratio {:.2}",
+            if counting {
+                "discarding sink"
+            } else {
+                "audit log"
+            },
+            one / 1e6,
+            two / 1e6,
+            two / one
+        );
+    }
     c.bench_function("throughput/noop", |b| b.iter(|| 1));
 }
 

@@ -30,27 +30,50 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nodus_policy::TenantId;
-use nodus_security::vault::{EnvelopeContext, KeyAlgorithm, KeyScope, MasterKey, SecretVault, SoftVault};
+use nodus_security::vault::{
+    EnvelopeContext, KeyAlgorithm, KeyScope, MasterKey, SecretVault, SoftVault,
+};
 
 fn bench(c: &mut Criterion) {
     let v = SoftVault::in_memory(MasterKey::from_bytes([1; 32])).unwrap();
     let t = TenantId::new("acme").unwrap();
-    let k = v.generate(&KeyScope::Tenant(t.clone()), "fields", KeyAlgorithm::XChaCha20Poly1305).unwrap().id;
-    let ctx = EnvelopeContext { tenant: Some(&t), table: "notes", entity_id: "n-000001", field: "body" };
+    let k = v
+        .generate(
+            &KeyScope::Tenant(t.clone()),
+            "fields",
+            KeyAlgorithm::XChaCha20Poly1305,
+        )
+        .unwrap()
+        .id;
+    let ctx = EnvelopeContext {
+        tenant: Some(&t),
+        table: "notes",
+        entity_id: "n-000001",
+        field: "body",
+    };
     for size in [32usize, 1024, 65536] {
         let pt = vec![0x42u8; size];
         let ct = v.seal(&k, &pt, &ctx).unwrap();
         let mut g = c.benchmark_group(format!("envelope/{size}B"));
         g.throughput(Throughput::Bytes(size as u64));
-        g.bench_function("seal", |b| b.iter(|| v.seal(&k, black_box(&pt), &ctx).unwrap()));
+        g.bench_function("seal", |b| {
+            b.iter(|| v.seal(&k, black_box(&pt), &ctx).unwrap())
+        });
         g.bench_function("open", |b| b.iter(|| v.open(black_box(&ct), &ctx).unwrap()));
         g.finish();
     }
-    let s = v.generate(&KeyScope::System, "signing", KeyAlgorithm::Ed25519).unwrap().id;
+    let s = v
+        .generate(&KeyScope::System, "signing", KeyAlgorithm::Ed25519)
+        .unwrap()
+        .id;
     let msg = b"nodus.local/audit\n1024\nZFX3YlGFZsPpl/dlXuFLNH2XZ9LvZbwho70S7pF+B4I=\n";
     let sig = v.sign(&s, msg).unwrap();
-    c.bench_function("ed25519/sign", |b| b.iter(|| v.sign(&s, black_box(msg)).unwrap()));
-    c.bench_function("ed25519/verify", |b| b.iter(|| v.verify(&s, 1, black_box(msg), &sig).unwrap()));
+    c.bench_function("ed25519/sign", |b| {
+        b.iter(|| v.sign(&s, black_box(msg)).unwrap())
+    });
+    c.bench_function("ed25519/verify", |b| {
+        b.iter(|| v.verify(&s, 1, black_box(msg), &sig).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

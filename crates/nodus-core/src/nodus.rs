@@ -124,6 +124,18 @@ impl WeakNodus {
     }
 }
 
+/// What the guard hands the route step when it admits a call.
+#[derive(Clone, Copy)]
+struct Admitted {
+    epoch: u64,
+    max_payload: usize,
+}
+
+enum Verdict {
+    Admit(Admitted),
+    Deny(DenyReason, Option<Duration>, u64),
+}
+
 struct AuditFields<'a> {
     command: Option<&'a Arc<str>>,
     outcome: Outcome,
@@ -150,12 +162,15 @@ impl Nodus {
         session: impl AsRef<str>,
     ) -> Context {
         let handle = self.inner.policy.tenant_handle(tenant);
+        // A context-private copy of the tenant id: audit records clone it on every call, and threads
+        // serving the same tenant should not share that reference count's cache line.
+        let own = TenantId::new(tenant.as_str()).unwrap_or_else(|_| tenant.clone());
         let classes = self.inner.policy.symbols().rate_classes().len();
         let cells = self
             .inner
             .rates
             .cells(tenant, subject.actor(), classes.max(8));
-        Context::new(tenant.clone(), subject, session).bind(self.inner.id, handle, cells)
+        Context::new(own, subject, session).bind(self.inner.id, handle, cells)
     }
 
     /// A subject with `roles` (interned once) and a clearance parsed with the tenant's label scheme.
@@ -226,7 +241,7 @@ impl Nodus {
                         command: Some(entry.name()),
                         outcome: Outcome::Allowed,
                         reason: None,
-                        epoch: snap.epoch(),
+                        epoch: snap.epoch,
                         latency,
                         detail: BTreeMap::new(),
                     },
@@ -239,7 +254,7 @@ impl Nodus {
                     command: entry.name().clone(),
                     error,
                 };
-                self.audit_error(ctx, entry.name(), &err, snap.epoch(), latency)?;
+                self.audit_error(ctx, entry.name(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -265,7 +280,7 @@ impl Nodus {
             return self.fail_unknown(ctx, Arc::from(command));
         };
         let snap = self.guard(ctx, entry)?;
-        let limit = snap.max_payload_bytes();
+        let limit = snap.max_payload;
         if payload.len() > limit {
             entry.metrics().errors.increment(1);
             let err = DispatchError::PayloadTooLarge {
@@ -273,7 +288,7 @@ impl Nodus {
                 size: payload.len(),
                 limit,
             };
-            self.audit_error(ctx, entry.name(), &err, snap.epoch(), None)?;
+            self.audit_error(ctx, entry.name(), &err, snap.epoch, None)?;
             return Err(err);
         }
         let span =
@@ -298,7 +313,7 @@ impl Nodus {
                         command: Some(entry.name()),
                         outcome: Outcome::Allowed,
                         reason: None,
-                        epoch: snap.epoch(),
+                        epoch: snap.epoch,
                         latency,
                         detail,
                     },
@@ -332,7 +347,7 @@ impl Nodus {
                         ),
                     },
                 };
-                self.audit_error(ctx, entry.name(), &err, snap.epoch(), latency)?;
+                self.audit_error(ctx, entry.name(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -340,37 +355,46 @@ impl Nodus {
 
     /// The guard: tenant, quarantine, RBAC, MAC, rate. A denial is audited before it is returned.
     #[inline]
-    fn guard(
+    fn guard(&self, ctx: &Context, entry: &CommandEntry) -> Result<Admitted, DispatchError> {
+        let inner = &*self.inner;
+        let bound = ctx.bound_to() == Some(inner.id);
+        let verdict = match (bound, ctx.tenant_handle()) {
+            (true, Some(h)) => h.with_snapshot(|snap| self.decide(ctx, entry, snap, true)),
+            _ => {
+                let snap = inner.policy.snapshot(ctx.tenant());
+                self.decide(ctx, entry, snap.as_deref(), false)
+            }
+        };
+        match verdict {
+            Verdict::Admit(a) => Ok(a),
+            Verdict::Deny(reason, retry, epoch) => Err(self.deny(ctx, entry, reason, retry, epoch)),
+        }
+    }
+
+    #[inline]
+    fn decide(
         &self,
         ctx: &Context,
         entry: &CommandEntry,
-    ) -> Result<Arc<PolicySnapshot>, DispatchError> {
+        snap: Option<&PolicySnapshot>,
+        bound: bool,
+    ) -> Verdict {
         let inner = &*self.inner;
-        let bound = ctx.bound_to() == Some(inner.id);
-        let snap = match (bound, ctx.tenant_handle()) {
-            (true, Some(h)) => h.snapshot(),
-            _ => inner.policy.snapshot(ctx.tenant()),
-        };
         let Some(snap) = snap else {
-            return Err(self.deny(ctx, entry, DenyReason::UnknownTenant, None, 0));
+            return Verdict::Deny(DenyReason::UnknownTenant, None, 0);
         };
+        let epoch = snap.epoch();
         if !entry.is_active() {
-            return Err(self.deny(ctx, entry, DenyReason::Quarantined, None, snap.epoch()));
+            return Verdict::Deny(DenyReason::Quarantined, None, epoch);
         }
         let subject = ctx.subject();
         if !snap.permits(subject, entry.permission()) {
-            return Err(self.deny(
-                ctx,
-                entry,
-                DenyReason::MissingPermission,
-                None,
-                snap.epoch(),
-            ));
+            return Verdict::Deny(DenyReason::MissingPermission, None, epoch);
         }
         if let Some(min) = entry.min_label()
             && !subject.clearance().dominates(min)
         {
-            return Err(self.deny(ctx, entry, DenyReason::ClearanceTooLow, None, snap.epoch()));
+            return Verdict::Deny(DenyReason::ClearanceTooLow, None, epoch);
         }
         let class = entry.rate_class();
         if let Some(limit) = snap
@@ -383,16 +407,13 @@ impl Nodus {
                 _ => self.unbound_cells(ctx).check(class, limit, now),
             };
             if let Err(retry) = verdict {
-                return Err(self.deny(
-                    ctx,
-                    entry,
-                    DenyReason::RateLimited,
-                    Some(retry),
-                    snap.epoch(),
-                ));
+                return Verdict::Deny(DenyReason::RateLimited, Some(retry), epoch);
             }
         }
-        Ok(snap)
+        Verdict::Admit(Admitted {
+            epoch,
+            max_payload: snap.max_payload_bytes(),
+        })
     }
 
     fn unbound_cells(&self, ctx: &Context) -> Arc<RateCells> {

@@ -53,6 +53,21 @@ impl TenantHandle {
         &self.tenant
     }
 
+    /// Runs `f` on the tenant's current snapshot (`None` when the tenant has no policy and unknown
+    /// tenants are refused) without touching the snapshot's reference count: the hot path's way in,
+    /// so threads deciding for the same tenant share no written cache line.
+    #[inline]
+    pub fn with_snapshot<R>(&self, f: impl FnOnce(Option<&PolicySnapshot>) -> R) -> R {
+        let guard = self.slot.snap.load();
+        match guard.as_deref() {
+            Some(s) => f(Some(s)),
+            None => {
+                let fallback = self.fallback.load();
+                f(fallback.as_deref())
+            }
+        }
+    }
+
     /// The tenant's current snapshot (an arc-swap load; no allocation, no lock). `None` when the
     /// tenant has no policy and unknown tenants are refused.
     #[inline]

@@ -1107,8 +1107,12 @@ impl AuditSink for AuditLog {
         };
         if result.is_ok() {
             // Sample the queue depth every 64th record: reading it costs more than the enqueue.
-            if c.enqueued.fetch_add(1, Ordering::Relaxed).is_multiple_of(64) {
-                c.max_depth.fetch_max(self.tx.len() as u64, Ordering::Relaxed);
+            if c.enqueued
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(64)
+            {
+                c.max_depth
+                    .fetch_max(self.tx.len() as u64, Ordering::Relaxed);
             }
         }
         result
