@@ -9,10 +9,12 @@ use nodus_policy::{LabelScheme, PolicySnapshot, PolicySources, PolicyStore};
 use nodus_registry::commands::{
     Command, CommandId, CommandRegistry, CommandSpec, Context, JsonCallError, RegistryError,
 };
+use nodus_registry::components::{ComponentRegistry, ComponentSpec};
 use nodus_registry::events::EventBus;
+use nodus_registry::plugins::PluginRegistry;
 use nodus_registry::rate::RateTable;
 use nodus_security::audit::{AuditConfig, AuditLog, AuditSink, Durability, Overflow};
-use nodus_security::vault::{MasterKey, SecretVault, SoftVault};
+use nodus_security::vault::{MasterKey, SecretVault, SoftVault, TrustStore};
 use parking_lot::Mutex;
 
 use crate::builtins::{AuditCheckpoint, AuditVerify, PolicyExplain, PolicyReload};
@@ -53,6 +55,8 @@ pub struct NodusBuilder {
     audit: Option<Arc<dyn AuditSink>>,
     audit_origin: Option<String>,
     registrations: Vec<Registration>,
+    components: Vec<ComponentSpec>,
+    trust: Option<TrustStore>,
     record_latency: bool,
 }
 
@@ -131,6 +135,19 @@ impl NodusBuilder {
         self
     }
 
+    /// Register a UI component (shown to a tenant when its `ui.allowed_components` lists it).
+    pub fn component(mut self, spec: ComponentSpec) -> Self {
+        self.components.push(spec);
+        self
+    }
+
+    /// The trust store plugin manifests are verified against (default: the software vault's own,
+    /// or an in-memory one with a custom vault).
+    pub fn trust_store(mut self, trust: TrustStore) -> Self {
+        self.trust = Some(trust);
+        self
+    }
+
     /// Register a typed command.
     pub fn command<C: Command>(mut self, command: C) -> Self {
         self.registrations
@@ -187,13 +204,28 @@ impl NodusBuilder {
             }
             Storage::Memory => None,
         };
-        let vault: Arc<dyn SecretVault> = match (self.vault, self.master_key) {
-            (Some(v), _) => v,
-            (None, Some(master)) => match &data_dir {
-                Some(dir) => Arc::new(SoftVault::open(&dir.join(VAULT_FILE), master)?),
-                None => Arc::new(SoftVault::in_memory(master)?),
-            },
-            (None, None) => return Err(BuildError::MissingMasterKey),
+        let components = ComponentRegistry::new();
+        for spec in self.components {
+            components
+                .register(spec)
+                .map_err(|e| BuildError::Component(e.to_string()))?;
+        }
+        let (vault, default_trust): (Arc<dyn SecretVault>, Option<TrustStore>) =
+            match (self.vault, self.master_key) {
+                (Some(v), _) => (v, None),
+                (None, Some(master)) => {
+                    let soft = match &data_dir {
+                        Some(dir) => SoftVault::open(&dir.join(VAULT_FILE), master)?,
+                        None => SoftVault::in_memory(master)?,
+                    };
+                    let trust = soft.trust_store().clone();
+                    (Arc::new(soft), Some(trust))
+                }
+                (None, None) => return Err(BuildError::MissingMasterKey),
+            };
+        let trust = match (self.trust, default_trust) {
+            (Some(t), _) | (None, Some(t)) => t,
+            (None, None) => TrustStore::in_memory()?,
         };
         let audit: Arc<dyn AuditSink> = match self.audit {
             Some(a) => a,
@@ -224,6 +256,9 @@ impl NodusBuilder {
             vault,
             audit,
             events: EventBus::new(),
+            plugins: PluginRegistry::new(),
+            components,
+            trust,
             rates: RateTable::new(),
             clock,
             default_class,
@@ -234,7 +269,11 @@ impl NodusBuilder {
             reload_lock: Mutex::new(()),
         });
         let _ = weak.0.set(Arc::downgrade(&inner));
-        Ok(Nodus { inner })
+        let nodus = Nodus { inner };
+        // Initial visibility of components per tenant (audited like any later change).
+        let now = nodus.now_ms();
+        nodus.revalidate_extensions(now)?;
+        Ok(nodus)
     }
 }
 

@@ -175,6 +175,9 @@ pub enum BuildError {
     /// A command could not be registered.
     #[error("command registration failed: {0}")]
     Command(#[from] RegistryError),
+    /// A UI component could not be registered.
+    #[error("component registration failed: {0}")]
+    Component(String),
     /// The vault could not be opened.
     #[error("vault: {0}")]
     Vault(#[from] VaultError),

@@ -14,10 +14,15 @@ use nodus_policy::{
 use nodus_registry::commands::{
     AuditLevel, Command, CommandEntry, CommandInfo, CommandRegistry, Context, JsonCallError,
 };
+use nodus_registry::components::ComponentRegistry;
 use nodus_registry::events::EventBus;
+use nodus_registry::plugins::{
+    ChangeKind, PluginChange, PluginDenied, PluginRegistry, SignedManifest,
+};
 use nodus_registry::rate::{RateCells, RateTable};
 use nodus_security::audit::{AuditRecord, AuditSink, Outcome, SignedCheckpoint, VerifyReport};
 use nodus_security::vault::SecretVault;
+use nodus_security::vault::TrustStore;
 use parking_lot::Mutex;
 
 use crate::clock::CoarseClock;
@@ -45,6 +50,9 @@ pub(crate) struct Inner {
     pub(crate) vault: Arc<dyn SecretVault>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) events: EventBus,
+    pub(crate) plugins: PluginRegistry,
+    pub(crate) components: ComponentRegistry,
+    pub(crate) trust: TrustStore,
     pub(crate) rates: RateTable,
     pub(crate) clock: CoarseClock,
     pub(crate) default_class: RateClassId,
@@ -543,6 +551,7 @@ impl Nodus {
             Ok(report) => {
                 let scheme = self.inner.policy.system_snapshot().label_scheme().clone();
                 let changes = self.inner.commands.revalidate(&scheme);
+                self.revalidate_extensions(time_ms)?;
                 let mut rec = AuditRecord::new("policy.reloaded", Outcome::Allowed);
                 rec.time_ms = time_ms;
                 rec.policy_epoch = report.epoch;
@@ -574,6 +583,153 @@ impl Nodus {
                 Err(ReloadError::Invalid(errors))
             }
         }
+    }
+
+    /// Re-applies every tenant's `plugins.allowed` and `ui.allowed_components` (and its trust store)
+    /// to the plugin and component registries; audits and publishes each change.
+    pub(crate) fn revalidate_extensions(
+        &self,
+        time_ms: u64,
+    ) -> Result<(), nodus_security::audit::AuditError> {
+        let inner = &*self.inner;
+        let mut tenants = inner.policy.tenants();
+        for t in inner.plugins.tenants() {
+            if !tenants.contains(&t) {
+                tenants.push(t);
+            }
+        }
+        for tenant in tenants {
+            let snap = inner.policy.snapshot(&tenant);
+            let list = |key: &str| -> Vec<String> {
+                snap.as_ref()
+                    .and_then(|s| s.get_strings(key).ok())
+                    .map(<[String]>::to_vec)
+                    .unwrap_or_default()
+            };
+            let plugins_allowed = list("plugins.allowed");
+            let components_allowed = list("ui.allowed_components");
+            for c in inner
+                .plugins
+                .revalidate(&tenant, &inner.trust, &|id: &str| {
+                    plugins_allowed.iter().any(|a| a == id)
+                })
+            {
+                self.audit_plugin_change(&c, time_ms)?;
+            }
+            for c in inner.components.revalidate(&tenant, &|id: &str| {
+                components_allowed.iter().any(|a| a == id)
+            }) {
+                let kind = if c.quarantined {
+                    "component.quarantined"
+                } else {
+                    "component.reinstated"
+                };
+                let mut rec = AuditRecord::new(kind, Outcome::Allowed)
+                    .tenant(tenant.clone())
+                    .detail("component", c.component.clone());
+                rec.time_ms = time_ms;
+                self.audit_event(rec)?;
+                let _ = inner.events.publish(
+                    kind,
+                    Some(&tenant),
+                    serde_json::to_value(&c).unwrap_or_default(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn audit_plugin_change(
+        &self,
+        c: &PluginChange,
+        time_ms: u64,
+    ) -> Result<(), nodus_security::audit::AuditError> {
+        let (kind, outcome, reason) = match &c.change {
+            ChangeKind::Quarantined { reason } => {
+                ("plugin.quarantined", Outcome::Denied, Some(reason.code()))
+            }
+            ChangeKind::Reinstated => ("plugin.reinstated", Outcome::Allowed, None),
+            _ => ("plugin.loaded", Outcome::Allowed, None),
+        };
+        let mut rec = AuditRecord::new(kind, outcome)
+            .tenant(c.tenant.clone())
+            .detail("plugin", c.plugin.clone())
+            .detail("version", c.version.clone());
+        rec.time_ms = time_ms;
+        rec.reason = reason.map(Cow::Borrowed);
+        rec.policy_epoch = self.inner.policy.epoch();
+        self.audit_event(rec)?;
+        let _ = self.inner.events.publish(
+            kind,
+            Some(&c.tenant),
+            serde_json::to_value(c).unwrap_or_default(),
+        );
+        Ok(())
+    }
+
+    /// Loads a signed plugin manifest for `tenant`: the tenant's trust store must trust its issuer
+    /// and its policy (`plugins.allowed`) must list it. Every load and refusal is audited
+    /// (`plugin.loaded` / `plugin.denied`) and published on the event bus.
+    ///
+    /// # Errors
+    /// [`PluginDenied`] with a stable reason code.
+    pub fn load_plugin(
+        &self,
+        tenant: &TenantId,
+        signed: &SignedManifest,
+    ) -> Result<PluginChange, PluginDenied> {
+        let inner = &*self.inner;
+        let allowed: Vec<String> = inner
+            .policy
+            .snapshot(tenant)
+            .and_then(|s| {
+                s.get_strings("plugins.allowed")
+                    .ok()
+                    .map(<[String]>::to_vec)
+            })
+            .unwrap_or_default();
+        let result = inner
+            .plugins
+            .load(tenant, signed, &inner.trust, &|id: &str| {
+                allowed.iter().any(|a| a == id)
+            });
+        let time_ms = self.now_ms();
+        match &result {
+            Ok(c) => {
+                // An audit failure is reported by the next dispatch (fail closed there).
+                let _ = self.audit_plugin_change(c, time_ms);
+            }
+            Err(d) => {
+                let mut rec = AuditRecord::new("plugin.denied", Outcome::Denied)
+                    .tenant(tenant.clone())
+                    .detail("plugin", d.plugin.clone());
+                rec.time_ms = time_ms;
+                rec.reason = Some(Cow::Borrowed(d.reason.code()));
+                rec.policy_epoch = inner.policy.epoch();
+                let _ = self.audit_event(rec);
+                let _ = inner.events.publish(
+                    "plugin.denied",
+                    Some(tenant),
+                    serde_json::to_value(d).unwrap_or_default(),
+                );
+            }
+        }
+        result
+    }
+
+    /// The plugin registry (list, get, is_active).
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.inner.plugins
+    }
+
+    /// The UI component registry (visible components per tenant).
+    pub fn components(&self) -> &ComponentRegistry {
+        &self.inner.components
+    }
+
+    /// The trust store plugin manifests are verified against.
+    pub fn trust_store(&self) -> &TrustStore {
+        &self.inner.trust
     }
 
     /// Reloads from the policy directory the instance was built with.
