@@ -371,3 +371,58 @@ proptest! {
         prop_assert_eq!(keys.contains(&"links.max_depth"), usr);
     }
 }
+
+#[test]
+fn the_watcher_reloads_when_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tenants")).unwrap();
+    std::fs::write(dir.path().join("system.toml"), "").unwrap();
+    std::fs::write(
+        dir.path().join("tenants/acme.toml"),
+        "[observability]\nsampling_rate = 0.2\n",
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(
+        PolicyStore::new(PolicySources::from_dir(dir.path()).unwrap()).unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watcher = nodus_policy::PolicyWatcher::spawn(
+        store.clone(),
+        dir.path(),
+        std::time::Duration::from_millis(20),
+        move |r| {
+            let _ = tx.send(r.map(|rep| rep.epoch).map_err(|e| e.len()));
+        },
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    std::fs::write(
+        dir.path().join("tenants/acme.toml"),
+        "[observability]\nsampling_rate = 0.3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
+        Ok(2)
+    );
+    assert_eq!(
+        store
+            .snapshot(&t("acme"))
+            .unwrap()
+            .get_float("observability.sampling_rate")
+            .unwrap(),
+        0.3
+    );
+    // A broken edit is reported and changes nothing.
+    std::fs::write(
+        dir.path().join("tenants/acme.toml"),
+        "[observability]\nsampling_rate = \"x\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(),
+        Err(1)
+    );
+    assert_eq!(store.epoch(), 2);
+    watcher.stop();
+}
