@@ -239,21 +239,7 @@ impl Nodus {
         let latency = started.map(|s| s.elapsed());
         match result {
             Ok(out) => {
-                entry.metrics().allowed.increment(1);
-                if let Some(l) = latency {
-                    entry.metrics().latency.record(l.as_secs_f64());
-                }
-                self.audit(
-                    ctx,
-                    AuditFields {
-                        command: Some(entry.name()),
-                        outcome: Outcome::Allowed,
-                        reason: None,
-                        epoch: snap.epoch,
-                        latency,
-                        detail: BTreeMap::new(),
-                    },
-                )?;
+                self.allowed(ctx, entry, snap.epoch, latency, BTreeMap::new())?;
                 Ok(out)
             }
             Err(error) => {
@@ -307,25 +293,11 @@ impl Nodus {
         let latency = started.map(|s| s.elapsed());
         match result {
             Ok(out) => {
-                entry.metrics().allowed.increment(1);
-                if let Some(l) = latency {
-                    entry.metrics().latency.record(l.as_secs_f64());
-                }
                 let mut detail = BTreeMap::new();
                 if entry.spec().audit_level() == AuditLevel::Detailed {
                     detail.insert("input_bytes".to_owned(), payload.len().to_string());
                 }
-                self.audit(
-                    ctx,
-                    AuditFields {
-                        command: Some(entry.name()),
-                        outcome: Outcome::Allowed,
-                        reason: None,
-                        epoch: snap.epoch,
-                        latency,
-                        detail,
-                    },
-                )?;
+                self.allowed(ctx, entry, snap.epoch, latency, detail)?;
                 Ok(out)
             }
             Err(e) => {
@@ -422,6 +394,33 @@ impl Nodus {
             epoch,
             max_payload: snap.max_payload_bytes(),
         })
+    }
+
+    /// Counts and audits a call the handler completed.
+    #[inline]
+    fn allowed(
+        &self,
+        ctx: &Context,
+        entry: &CommandEntry,
+        epoch: u64,
+        latency: Option<Duration>,
+        detail: BTreeMap<String, String>,
+    ) -> Result<(), DispatchError> {
+        entry.metrics().allowed.increment(1);
+        if let Some(l) = latency {
+            entry.metrics().latency.record(l.as_secs_f64());
+        }
+        self.audit(
+            ctx,
+            AuditFields {
+                command: Some(entry.name()),
+                outcome: Outcome::Allowed,
+                reason: None,
+                epoch,
+                latency,
+                detail,
+            },
+        )
     }
 
     fn unbound_cells(&self, ctx: &Context) -> Arc<RateCells> {

@@ -491,6 +491,24 @@ impl SoftVault {
         &self.trust
     }
 
+    /// The key's active version, after checking the key has the algorithm the operation needs.
+    fn active_of(
+        id: &KeyId,
+        key: &Key,
+        alg: KeyAlgorithm,
+        needed: &'static str,
+    ) -> Result<Arc<Version>, VaultError> {
+        if key.alg != alg {
+            return Err(VaultError::WrongAlgorithm {
+                key: id.to_string(),
+                actual: key.alg,
+                needed,
+            });
+        }
+        key.active()
+            .ok_or_else(|| VaultError::UnknownKey(id.to_string()))
+    }
+
     fn usable(id: &KeyId, v: &Version) -> Result<(), VaultError> {
         let m = v.meta.lock();
         match m.state {
@@ -513,16 +531,12 @@ impl SoftVault {
         plaintext: &[u8],
         ctx: &EnvelopeContext<'_>,
     ) -> Result<Vec<u8>, VaultError> {
-        if key.alg != KeyAlgorithm::XChaCha20Poly1305 {
-            return Err(VaultError::WrongAlgorithm {
-                key: id.to_string(),
-                actual: key.alg,
-                needed: "an encryption key",
-            });
-        }
-        let v = key
-            .active()
-            .ok_or_else(|| VaultError::UnknownKey(id.to_string()))?;
+        let v = Self::active_of(
+            id,
+            key,
+            KeyAlgorithm::XChaCha20Poly1305,
+            "an encryption key",
+        )?;
         let version = v.meta.lock().version;
         let secret = v.secret.read();
         let secret = secret.as_ref().ok_or(VaultError::KeyDestroyed {
@@ -722,16 +736,7 @@ impl SecretVault for SoftVault {
 
     fn sign(&self, key_id: &KeyId, message: &[u8]) -> Result<[u8; 64], VaultError> {
         let key = self.key(key_id)?;
-        if key.alg != KeyAlgorithm::Ed25519 {
-            return Err(VaultError::WrongAlgorithm {
-                key: key_id.to_string(),
-                actual: key.alg,
-                needed: "a signing key",
-            });
-        }
-        let v = key
-            .active()
-            .ok_or_else(|| VaultError::UnknownKey(key_id.to_string()))?;
+        let v = Self::active_of(key_id, &key, KeyAlgorithm::Ed25519, "a signing key")?;
         let sk = v.signing.read();
         let sk = sk.as_ref().ok_or_else(|| VaultError::KeyDestroyed {
             key: key_id.to_string(),
