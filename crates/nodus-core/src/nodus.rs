@@ -20,7 +20,9 @@ use nodus_registry::plugins::{
     ChangeKind, PluginChange, PluginDenied, PluginRegistry, SignedManifest,
 };
 use nodus_registry::rate::{RateCells, RateTable};
-use nodus_security::audit::{AuditRecord, AuditSink, Outcome, SignedCheckpoint, VerifyReport};
+use nodus_security::audit::{
+    AuditRecord, AuditSink, Outcome, SharedStr, SignedCheckpoint, VerifyReport,
+};
 use nodus_security::vault::SecretVault;
 use nodus_security::vault::TrustStore;
 use parking_lot::Mutex;
@@ -144,8 +146,8 @@ enum Verdict {
     Deny(DenyReason, Option<Duration>, u64),
 }
 
-struct AuditFields<'a> {
-    command: Option<&'a Arc<str>>,
+struct AuditFields {
+    command: Option<SharedStr>,
     outcome: Outcome,
     reason: Option<Cow<'static, str>>,
     epoch: u64,
@@ -248,7 +250,7 @@ impl Nodus {
                     command: entry.name().clone(),
                     error,
                 };
-                self.audit_error(ctx, entry.name(), &err, snap.epoch, latency)?;
+                self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -282,7 +284,7 @@ impl Nodus {
                 size: payload.len(),
                 limit,
             };
-            self.audit_error(ctx, entry.name(), &err, snap.epoch, None)?;
+            self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, None)?;
             return Err(err);
         }
         let span =
@@ -327,7 +329,7 @@ impl Nodus {
                         ),
                     },
                 };
-                self.audit_error(ctx, entry.name(), &err, snap.epoch, latency)?;
+                self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -413,7 +415,7 @@ impl Nodus {
         self.audit(
             ctx,
             AuditFields {
-                command: Some(entry.name()),
+                command: Some(entry.audit_name().clone()),
                 outcome: Outcome::Allowed,
                 reason: None,
                 epoch,
@@ -449,7 +451,7 @@ impl Nodus {
         let audited = self.audit(
             ctx,
             AuditFields {
-                command: Some(entry.name()),
+                command: Some(entry.audit_name().clone()),
                 outcome: Outcome::Denied,
                 reason: Some(Cow::Borrowed(reason.code())),
                 epoch,
@@ -475,14 +477,14 @@ impl Nodus {
             .snapshot(ctx.tenant())
             .map(|s| s.epoch())
             .unwrap_or(0);
-        self.audit_error(ctx, &name, &err, epoch, None)?;
+        self.audit_error(ctx, SharedStr::from(name), &err, epoch, None)?;
         Err(err)
     }
 
     fn audit_error(
         &self,
         ctx: &Context,
-        command: &Arc<str>,
+        command: SharedStr,
         err: &DispatchError,
         epoch: u64,
         latency: Option<Duration>,
@@ -505,14 +507,14 @@ impl Nodus {
     }
 
     #[inline]
-    fn audit(&self, ctx: &Context, f: AuditFields<'_>) -> Result<(), DispatchError> {
+    fn audit(&self, ctx: &Context, f: AuditFields) -> Result<(), DispatchError> {
         let record = AuditRecord {
             time_ms: self.inner.clock.unix_ms(),
             tenant: Some(ctx.tenant().clone()),
             actor: Some(ctx.actor().clone()),
             session: Some(ctx.session().clone()),
             kind: Cow::Borrowed("dispatch"),
-            command: f.command.cloned(),
+            command: f.command,
             outcome: f.outcome,
             reason: f.reason,
             detail: f.detail,

@@ -48,6 +48,7 @@ use nodus_policy::{
     ActorId, Label, LabelScheme, PermissionId, RateClassId, Subject, Symbols, TenantHandle,
     TenantId,
 };
+use nodus_security::audit::SharedStr;
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -77,6 +78,9 @@ pub enum AuditLevel {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CommandSpec {
     name: Arc<str>,
+    /// The same name as audit records carry it (no reference count when it was a literal).
+    #[serde(skip)]
+    audit_name: SharedStr,
     permission: Arc<str>,
     min_label: Option<Arc<str>>,
     rate_class: Arc<str>,
@@ -87,11 +91,17 @@ pub struct CommandSpec {
 impl CommandSpec {
     /// A spec named `name`, requiring the permission `name`, in rate class `default`, with no
     /// minimum label and the standard audit level.
-    pub fn new(name: impl AsRef<str>) -> Self {
-        let name: Arc<str> = Arc::from(name.as_ref());
+    ///
+    /// Give the name as a string literal where you can: audit records then carry it without a
+    /// shared reference count, so threads calling the same command do not contend on it. A
+    /// `String` works too (it is shared behind an `Arc`).
+    pub fn new(name: impl Into<SharedStr>) -> Self {
+        let audit_name: SharedStr = name.into();
+        let name: Arc<str> = Arc::from(audit_name.as_str());
         CommandSpec {
             permission: name.clone(),
             name,
+            audit_name,
             min_label: None,
             rate_class: Arc::from("default"),
             audit: AuditLevel::Standard,
@@ -133,6 +143,11 @@ impl CommandSpec {
     /// The command name.
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// The command name as audit records carry it.
+    pub fn audit_name(&self) -> &SharedStr {
+        &self.audit_name
     }
 
     /// The required permission.
@@ -481,6 +496,11 @@ impl CommandEntry {
     /// The name.
     pub fn name(&self) -> &Arc<str> {
         &self.spec.name
+    }
+    /// The name as audit records carry it (copying a literal name touches no shared counter).
+    #[inline]
+    pub fn audit_name(&self) -> &SharedStr {
+        &self.spec.audit_name
     }
     /// The declaration.
     pub fn spec(&self) -> &CommandSpec {

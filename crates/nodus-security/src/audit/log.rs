@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
+use crossbeam_utils::Backoff;
 use ed25519_dalek::{Signer as _, SigningKey};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::intake::Intake;
 use super::merkle::{Hash, Tree, TreeError, leaf_hash, verify_consistency};
 use super::note::{
     checkpoint_body, parse_checkpoint_body, parse_verifier_key, signature_line, verifier_key,
@@ -342,20 +344,15 @@ pub trait AuditSink: Send + Sync {
     fn shutdown(&self) -> Result<(), AuditError>;
 }
 
-enum Msg {
-    Record(AuditRecord),
+/// Requests to the writer thread (records travel through the [`Intake`] lanes instead).
+enum Ctl {
     Flush(Sender<Result<SignedCheckpoint, AuditError>>),
     Shutdown(Sender<Result<(), AuditError>>),
 }
 
+/// Writer-side counters (the recording side's are per lane, in the [`Intake`]).
 struct Counters {
-    enqueued: AtomicU64,
     written: AtomicU64,
-    dropped: AtomicU64,
-    pending_drops: AtomicU64,
-    first_drop_ms: AtomicU64,
-    last_drop_ms: AtomicU64,
-    max_depth: AtomicU64,
     batches: AtomicU64,
     fsyncs: AtomicU64,
     last_fsync_us: AtomicU64,
@@ -400,10 +397,11 @@ impl Shared {
 }
 
 /// The default [`AuditSink`]: records as leaves of an RFC 6962 Merkle tree in SQLite (WAL), signed
-/// C2SP checkpoints every N records or T ms, one writer thread draining a bounded queue in group
-/// commits. See `docs/audit.md`.
+/// C2SP checkpoints every N records or T ms, one writer thread draining bounded per-thread-lane
+/// queues in group commits. See `docs/audit.md`.
 pub struct AuditLog {
-    tx: Sender<Msg>,
+    intake: Arc<Intake>,
+    ctl: Sender<Ctl>,
     shared: Arc<Shared>,
     reader: Mutex<Connection>,
     config: AuditConfig,
@@ -898,23 +896,19 @@ impl AuditLog {
             error: Mutex::new(None),
             closed: AtomicBool::new(false),
             counters: Counters {
-                enqueued: AtomicU64::new(0),
                 written: AtomicU64::new(0),
-                dropped: AtomicU64::new(0),
-                pending_drops: AtomicU64::new(0),
-                first_drop_ms: AtomicU64::new(0),
-                last_drop_ms: AtomicU64::new(0),
-                max_depth: AtomicU64::new(0),
                 batches: AtomicU64::new(0),
                 fsyncs: AtomicU64::new(0),
                 last_fsync_us: AtomicU64::new(0),
                 max_fsync_us: AtomicU64::new(0),
             },
         });
-        let (tx, rx) = bounded(config.queue_capacity.max(1));
+        let intake = Arc::new(Intake::new(config.queue_capacity));
+        let (ctl, ctl_rx) = unbounded();
         let w = Writer {
             conn: writer,
-            rx,
+            intake: intake.clone(),
+            ctl: ctl_rx,
             shared: shared.clone(),
             signer,
             config: config.clone(),
@@ -923,8 +917,10 @@ impl AuditLog {
             .name("nodus-audit-writer".into())
             .spawn(move || w.run())
             .map_err(storage)?;
+        intake.set_writer(handle.thread().clone());
         Ok(AuditLog {
-            tx,
+            intake,
+            ctl,
             shared,
             reader: Mutex::new(reader),
             config,
@@ -1082,48 +1078,41 @@ impl AuditSink for AuditLog {
     #[inline]
     fn record(&self, record: AuditRecord) -> Result<(), AuditError> {
         self.shared.check()?;
-        let c = &self.shared.counters;
-        let result = match self.config.overflow {
-            Overflow::Block => self
-                .tx
-                .send(Msg::Record(record))
-                .map_err(|_| AuditError::Closed),
-            Overflow::DropWithMarker => match self.tx.try_send(Msg::Record(record)) {
-                Ok(()) => Ok(()),
-                Err(TrySendError::Full(Msg::Record(r))) => {
-                    c.dropped.fetch_add(1, Ordering::Relaxed);
-                    c.pending_drops.fetch_add(1, Ordering::AcqRel);
-                    let _ = c.first_drop_ms.compare_exchange(
-                        0,
-                        r.time_ms.max(1),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    );
-                    c.last_drop_ms.store(r.time_ms.max(1), Ordering::Release);
-                    return Ok(());
-                }
-                Err(_) => Err(AuditError::Closed),
-            },
+        let Some(lane) = self.intake.lane() else {
+            return Err(AuditError::Closed);
         };
-        if result.is_ok() {
-            // Sample the queue depth every 64th record: reading it costs more than the enqueue.
-            if c.enqueued
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(64)
-            {
-                c.max_depth
-                    .fetch_max(self.tx.len() as u64, Ordering::Relaxed);
+        match self.config.overflow {
+            Overflow::DropWithMarker => match lane.queue.push(record) {
+                Ok(()) => lane.count_enqueued(),
+                Err(r) => lane.count_drop(r.time_ms),
+            },
+            Overflow::Block => {
+                let mut r = record;
+                let backoff = Backoff::new();
+                while let Err(back) = lane.queue.push(r) {
+                    r = back;
+                    self.intake.wake();
+                    self.shared.check()?;
+                    if backoff.is_completed() {
+                        std::thread::sleep(Duration::from_micros(50));
+                    } else {
+                        backoff.snooze();
+                    }
+                }
+                lane.count_enqueued();
             }
         }
-        result
+        self.intake.nudge();
+        Ok(())
     }
 
     fn flush(&self) -> Result<SignedCheckpoint, AuditError> {
         self.shared.check()?;
         let (tx, rx) = bounded(1);
-        self.tx
-            .send(Msg::Flush(tx))
+        self.ctl
+            .send(Ctl::Flush(tx))
             .map_err(|_| AuditError::Closed)?;
+        self.intake.wake();
         rx.recv()
             .map_err(|_| self.shared.check().err().unwrap_or(AuditError::Closed))?
     }
@@ -1136,10 +1125,10 @@ impl AuditSink for AuditLog {
     fn stats(&self) -> AuditStats {
         let c = &self.shared.counters;
         AuditStats {
-            enqueued: c.enqueued.load(Ordering::Relaxed),
+            enqueued: self.intake.sum(|l| &l.enqueued),
             written: c.written.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            max_queue_depth: c.max_depth.load(Ordering::Relaxed),
+            dropped: self.intake.sum(|l| &l.dropped),
+            max_queue_depth: self.intake.max_depth(),
             batches: c.batches.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             last_fsync_micros: c.last_fsync_us.load(Ordering::Relaxed),
@@ -1167,12 +1156,16 @@ impl AuditSink for AuditLog {
         let Some(handle) = self.writer.lock().take() else {
             return self.shared.error.lock().clone().map_or(Ok(()), Err);
         };
+        // Refuse new records first, then let the writer drain what was accepted.
+        self.shared.closed.store(true, Ordering::SeqCst);
         let (tx, rx) = bounded(1);
-        let result = match self.tx.send(Msg::Shutdown(tx)) {
-            Ok(()) => rx.recv().unwrap_or(Ok(())),
+        let result = match self.ctl.send(Ctl::Shutdown(tx)) {
+            Ok(()) => {
+                self.intake.wake();
+                rx.recv().unwrap_or(Ok(()))
+            }
             Err(_) => Ok(()),
         };
-        self.shared.closed.store(true, Ordering::SeqCst);
         let _ = handle.join();
         match self.shared.error.lock().clone() {
             Some(e) => Err(e),
@@ -1189,7 +1182,8 @@ impl Drop for AuditLog {
 
 struct Writer {
     conn: Connection,
-    rx: Receiver<Msg>,
+    intake: Arc<Intake>,
+    ctl: Receiver<Ctl>,
     shared: Arc<Shared>,
     signer: Arc<dyn CheckpointSigner>,
     config: AuditConfig,
@@ -1202,39 +1196,54 @@ impl Writer {
         let mut last_cp = Instant::now();
         let mut batch: Vec<AuditRecord> = Vec::with_capacity(MAX_BATCH);
         let mut flushes: Vec<Sender<Result<SignedCheckpoint, AuditError>>> = Vec::new();
+        let mut start = 0usize;
         loop {
-            let timeout = self
-                .config
-                .checkpoint_interval
-                .saturating_sub(last_cp.elapsed())
-                .max(Duration::from_millis(1));
-            let first = match self.rx.recv_timeout(timeout) {
-                Ok(m) => Some(m),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return,
-            };
             let mut shutdown: Option<Sender<Result<(), AuditError>>> = None;
-            let mut next = first;
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Record(r) => batch.push(r),
-                    Msg::Flush(tx) => flushes.push(tx),
-                    Msg::Shutdown(tx) => shutdown = Some(tx),
-                }
-                if batch.len() < MAX_BATCH && shutdown.is_none() {
-                    next = self.rx.try_recv().ok();
+            let mut disconnected = false;
+            loop {
+                match self.ctl.try_recv() {
+                    Ok(Ctl::Flush(tx)) => flushes.push(tx),
+                    Ok(Ctl::Shutdown(tx)) => shutdown = Some(tx),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        disconnected = true;
+                        break;
+                    }
                 }
             }
-            let force = !flushes.is_empty() || shutdown.is_some();
-            let due = last_cp.elapsed() >= self.config.checkpoint_interval;
-            match self.commit(&mut batch, force, due) {
-                Ok(made) => {
+            let stopping = shutdown.is_some() || disconnected;
+            let force = !flushes.is_empty() || stopping;
+            start = start.wrapping_add(1);
+            let drained = if force {
+                self.drain_forced(&mut batch, &mut last_cp, stopping)
+            } else {
+                self.intake.drain_into(&mut batch, MAX_BATCH, start);
+                let n = batch.len();
+                let due = last_cp.elapsed() >= self.config.checkpoint_interval;
+                self.commit(&mut batch, false, due).map(|made| {
                     if made {
                         last_cp = Instant::now();
                     }
-                    let latest = self.shared.latest.read().clone();
-                    for f in flushes.drain(..) {
-                        let _ = f.send(latest.clone().ok_or(AuditError::Closed));
+                    n
+                })
+            };
+            match drained {
+                Ok(n) => {
+                    if force {
+                        let latest = self.shared.latest.read().clone();
+                        for f in flushes.drain(..) {
+                            let _ = f.send(latest.clone().ok_or(AuditError::Closed));
+                        }
+                    }
+                    if let Some(s) = shutdown {
+                        let _ = s.send(Ok(()));
+                        return;
+                    }
+                    if disconnected {
+                        return;
+                    }
+                    if n == 0 {
+                        self.park(last_cp);
                     }
                 }
                 Err(e) => {
@@ -1245,38 +1254,74 @@ impl Writer {
                     if let Some(s) = shutdown.take() {
                         let _ = s.send(Err(e.clone()));
                     }
-                    // Answer everything still queued, then stop for good.
-                    while let Ok(m) = self.rx.try_recv() {
+                    // Answer every request still queued, then stop for good (no retry).
+                    while let Ok(m) = self.ctl.try_recv() {
                         match m {
-                            Msg::Flush(tx) => {
+                            Ctl::Flush(tx) => {
                                 let _ = tx.send(Err(e.clone()));
                             }
-                            Msg::Shutdown(tx) => {
+                            Ctl::Shutdown(tx) => {
                                 let _ = tx.send(Err(e.clone()));
                             }
-                            Msg::Record(_) => {}
                         }
                     }
                     return;
                 }
             }
-            if let Some(s) = shutdown {
-                // Drain what arrived after the shutdown request was queued behind it.
-                let mut rest = Vec::new();
-                while let Ok(m) = self.rx.try_recv() {
-                    if let Msg::Record(r) = m {
-                        rest.push(r);
+        }
+    }
+
+    /// Sleeps until a record or a request arrives, or the next checkpoint is due.
+    fn park(&self, last_cp: Instant) {
+        let timeout = self
+            .config
+            .checkpoint_interval
+            .saturating_sub(last_cp.elapsed())
+            .max(Duration::from_millis(1));
+        if self.intake.prepare_to_park() && self.ctl.is_empty() {
+            std::thread::park_timeout(timeout);
+        }
+        self.intake.unparked();
+    }
+
+    /// For a flush or shutdown: writes everything queued when the request was seen (when
+    /// `stopping`, everything queued at all), in batches of at most `MAX_BATCH`, and ends with a
+    /// checkpoint covering it. Records enqueued before the request are all in the lanes by now (the
+    /// request was sent after them), so taking each lane's current length covers them, without
+    /// chasing records that keep arriving.
+    fn drain_forced(
+        &mut self,
+        batch: &mut Vec<AuditRecord>,
+        last_cp: &mut Instant,
+        stopping: bool,
+    ) -> Result<usize, AuditError> {
+        let intake = self.intake.clone();
+        let mut total = 0usize;
+        loop {
+            for lane in intake.lanes() {
+                let mut left = lane.queue.len();
+                while left > 0 {
+                    let Some(r) = lane.queue.pop() else { break };
+                    batch.push(r);
+                    left -= 1;
+                    if batch.len() >= MAX_BATCH {
+                        total += batch.len();
+                        let due = last_cp.elapsed() >= self.config.checkpoint_interval;
+                        if self.commit(batch, false, due)? {
+                            *last_cp = Instant::now();
+                        }
                     }
                 }
-                let r = if rest.is_empty() {
-                    Ok(())
-                } else {
-                    self.commit(&mut rest, true, true).map(|_| ())
-                };
-                let _ = s.send(r.map_err(|e| self.shared.fail(e)));
-                return;
+            }
+            // When stopping, records that raced the `closed` flag are taken too.
+            if !stopping || intake.is_empty() {
+                break;
             }
         }
+        total += batch.len();
+        self.commit(batch, true, true)?;
+        *last_cp = Instant::now();
+        Ok(total)
     }
 
     /// Writes the batch (with a gap record first if records were dropped) in one transaction. A
@@ -1289,10 +1334,9 @@ impl Writer {
         due: bool,
     ) -> Result<bool, AuditError> {
         let c = &self.shared.counters;
-        let dropped = c.pending_drops.swap(0, Ordering::AcqRel);
-        if dropped > 0 {
-            let first = c.first_drop_ms.swap(0, Ordering::AcqRel);
-            let last = c.last_drop_ms.load(Ordering::Acquire);
+        let drops = self.intake.take_pending_drops();
+        if drops.count > 0 {
+            let (dropped, first, last) = (drops.count, drops.first_ms, drops.last_ms);
             let gap = AuditRecord::new("audit.gap", Outcome::Error)
                 .reason("Dropped")
                 .detail("dropped", dropped.to_string())
@@ -1307,10 +1351,16 @@ impl Writer {
             .as_ref()
             .map(|l| (l.checkpoint.size, l.checkpoint.root));
         let had_cp = last_cp.is_some();
-        if batch.is_empty() && !(force || due) {
-            return Ok(false);
-        }
         let base = self.shared.durable.load(Ordering::Acquire);
+        if batch.is_empty() {
+            // Nothing to write: only a checkpoint can be owed (records written since the last
+            // one, or a first checkpoint on a flush).
+            let behind = base > last_cp.map_or(0, |(s, _)| s);
+            let owed = (behind && (force || due)) || (force && !had_cp);
+            if !owed {
+                return Ok(false);
+            }
+        }
         let start = Instant::now();
         let tx = self.conn.transaction().map_err(storage)?;
         let mut made: Option<SignedCheckpoint> = None;

@@ -17,6 +17,7 @@
 //! log.shutdown().unwrap();
 //! ```
 
+mod intake;
 mod log;
 pub mod merkle;
 pub mod note;
@@ -27,4 +28,4 @@ pub use log::{
     Durability, Ed25519Signer, ExportContents, ExportSummary, Overflow, SignedCheckpoint, Tamper,
     TamperKind, VerifyReport, export_tree, read_export_records, verify_db, verify_export,
 };
-pub use record::{AuditRecord, LEAF_TAG, Outcome, StoredRecord};
+pub use record::{AuditRecord, LEAF_TAG, Outcome, SharedStr, StoredRecord};

@@ -55,8 +55,8 @@ pub struct AuditRecord {
     pub session: Option<Arc<str>>,
     /// What happened: `dispatch`, `fields.decrypt`, `keys.rotated`, `policy.reloaded`, `audit.gap`, …
     pub kind: Cow<'static, str>,
-    /// The command, for dispatch records.
-    pub command: Option<Arc<str>>,
+    /// The command, for dispatch records. A [`SharedStr`]: a static name costs nothing to copy.
+    pub command: Option<SharedStr>,
     /// The outcome.
     pub outcome: Outcome,
     /// A stable reason code (`MissingPermission`, …).
@@ -67,6 +67,167 @@ pub struct AuditRecord {
     pub policy_epoch: u64,
     /// Handler latency, when measured.
     pub latency_ns: Option<u64>,
+}
+
+/// An immutable string that is either `'static` or shared behind an [`Arc`].
+///
+/// Audit records carry names (the command) that are almost always string literals: a `Static`
+/// copy is two words with no reference count, so threads recording calls to the same command
+/// share no cache line. Names known only at run time are `Shared`. Equality, ordering, hashing,
+/// `Display` and serde all go by the text alone.
+///
+/// ```
+/// use nodus_security::audit::SharedStr;
+/// let a = SharedStr::from("notes.create");
+/// let b = SharedStr::from(String::from("notes.create"));
+/// assert_eq!(a, b);
+/// assert_eq!(&*a, "notes.create");
+/// ```
+#[derive(Clone)]
+pub enum SharedStr {
+    /// A string literal (or any `'static` text).
+    Static(&'static str),
+    /// Text owned behind a reference count.
+    Shared(Arc<str>),
+}
+
+impl SharedStr {
+    /// The text.
+    #[inline]
+    pub fn as_str(&self) -> &str {
+        match self {
+            SharedStr::Static(s) => s,
+            SharedStr::Shared(s) => s,
+        }
+    }
+}
+
+impl std::ops::Deref for SharedStr {
+    type Target = str;
+    #[inline]
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for SharedStr {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for SharedStr {}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialOrd for SharedStr {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SharedStr {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for SharedStr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl std::fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&'static str> for SharedStr {
+    fn from(s: &'static str) -> Self {
+        SharedStr::Static(s)
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        SharedStr::Shared(Arc::from(s))
+    }
+}
+
+impl From<&String> for SharedStr {
+    fn from(s: &String) -> Self {
+        SharedStr::Shared(Arc::from(s.as_str()))
+    }
+}
+
+impl From<Arc<str>> for SharedStr {
+    fn from(s: Arc<str>) -> Self {
+        SharedStr::Shared(s)
+    }
+}
+
+impl From<&Arc<str>> for SharedStr {
+    fn from(s: &Arc<str>) -> Self {
+        SharedStr::Shared(s.clone())
+    }
+}
+
+impl From<Box<str>> for SharedStr {
+    fn from(s: Box<str>) -> Self {
+        SharedStr::Shared(Arc::from(s))
+    }
+}
+
+impl From<Cow<'static, str>> for SharedStr {
+    fn from(s: Cow<'static, str>) -> Self {
+        match s {
+            Cow::Borrowed(b) => SharedStr::Static(b),
+            Cow::Owned(o) => SharedStr::from(o),
+        }
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(SharedStr::from(s))
+    }
 }
 
 /// A record with the sequence number the log gave it (its leaf index).
@@ -116,7 +277,7 @@ impl AuditRecord {
     }
 
     /// Sets the command.
-    pub fn command(mut self, c: impl Into<Arc<str>>) -> Self {
+    pub fn command(mut self, c: impl Into<SharedStr>) -> Self {
         self.command = Some(c.into());
         self
     }
@@ -186,7 +347,7 @@ impl AuditRecord {
             .transpose()?;
         let session = r.opt_str()?.map(Arc::from);
         let kind = Cow::Owned(r.str()?.to_owned());
-        let command = r.opt_str()?.map(Arc::from);
+        let command = r.opt_str()?.map(|c| SharedStr::Shared(Arc::from(c)));
         let outcome = Outcome::from_byte(r.u8()?).ok_or("invalid outcome")?;
         let reason = r.opt_str()?.map(|s| Cow::Owned(s.to_owned()));
         let n = r.u32()?;
@@ -313,7 +474,7 @@ mod tests {
                       detail in proptest::collection::btree_map("[a-z]{1,5}", ".{0,10}", 0..4), epoch in any::<u64>(), lat in proptest::option::of(any::<u64>())) {
             let mut r = AuditRecord::new(kind, Outcome::Error);
             r.time_ms = time;
-            r.command = cmd.map(Arc::from);
+            r.command = cmd.map(SharedStr::from);
             r.detail = detail;
             r.policy_epoch = epoch;
             r.latency_ns = lat;
