@@ -7,8 +7,14 @@
 //! cargo run -p nodus-examples --example policy_tool -- diff     <dir-a> <dir-b>
 //! ```
 //!
-//! Machine-readable JSON on stdout, human-readable errors on stderr. Exit code 0 on success, 1 when
-//! the policy does not validate (or a key/tenant is unknown), 2 on usage errors.
+//! Machine-readable JSON on stdout, human-readable errors on stderr (each policy problem prefixed
+//! with the directory it was found in). Exit code 0 on success, 1 when a policy does not validate
+//! (or a key/tenant is unknown), 2 on usage errors (bad arguments, a path that is not a directory,
+//! an invalid tenant or user id).
+//!
+//! `diff` loads `<dir-a>`, then reloads it with `<dir-b>` and prints the reload report: tenants
+//! added, removed and changed, users whose own file changed, and the key-level diff with the
+//! provenance of each old and new value.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -30,10 +36,9 @@ enum Failure {
     Invalid(String),
 }
 
-impl From<PolicyErrors> for Failure {
-    fn from(e: PolicyErrors) -> Self {
-        Failure::Invalid(e.to_string())
-    }
+/// Policy problems, prefixed with the directory they were found in (`diff` reads two).
+fn invalid(dir: &str) -> impl Fn(PolicyErrors) -> Failure + '_ {
+    move |e| Failure::Invalid(format!("{dir}: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -61,8 +66,8 @@ fn load(dir: &str) -> Result<PolicyStore, Failure> {
     if !Path::new(dir).is_dir() {
         return Err(Failure::Usage(format!("`{dir}` is not a directory")));
     }
-    let sources = PolicySources::from_dir(dir)?;
-    Ok(PolicyStore::new(sources)?)
+    let sources = PolicySources::from_dir(dir).map_err(invalid(dir))?;
+    PolicyStore::new(sources).map_err(invalid(dir))
 }
 
 fn tenant(s: &str) -> Result<TenantId, Failure> {
@@ -108,7 +113,8 @@ fn run(args: &[String]) -> Result<Value, Failure> {
             if !Path::new(b).is_dir() {
                 return Err(Failure::Usage(format!("`{b}` is not a directory")));
             }
-            let report = store.reload(PolicySources::from_dir(b)?)?;
+            let sources = PolicySources::from_dir(b).map_err(invalid(b))?;
+            let report = store.reload(sources).map_err(invalid(b))?;
             Ok(serde_json::to_value(&report).map_err(|e| Failure::Invalid(e.to_string()))?)
         }
         [] => Err(Failure::Usage("no command given".into())),

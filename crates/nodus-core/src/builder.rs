@@ -192,6 +192,9 @@ impl NodusBuilder {
         for register in self.registrations {
             register(&commands, &scheme)?;
         }
+        // The commands interned their permissions and rate classes after the snapshots were
+        // compiled: rebuild the decision tables so every guard check takes the bitset fast path.
+        policy.recompile();
 
         let config = audit_config(&system, self.audit_origin)?;
         let data_dir = match &storage {

@@ -66,3 +66,23 @@ fn typed_invoke_allocates_nothing_with_drop_with_marker() {
     let _ = Overflow::DropWithMarker;
     check_zero_allocations(&n);
 }
+
+/// Commands intern their permissions after the policy is loaded; `build()` recompiles the
+/// snapshots so the guard's RBAC check is a bitset test, never a pattern match.
+#[test]
+fn built_instances_decide_every_registered_permission_on_the_fast_path() {
+    let n = build_in_memory();
+    for t in n.policy().tenants() {
+        let snap = n.policy().snapshot(&t).unwrap();
+        assert!(
+            snap.is_current(),
+            "tenant `{t}` snapshot predates registered permissions"
+        );
+    }
+    assert!(n.policy().system_snapshot().is_current());
+    // And a reload keeps them current.
+    n.reload_policy(sources(true)).unwrap();
+    for t in n.policy().tenants() {
+        assert!(n.policy().snapshot(&t).unwrap().is_current());
+    }
+}

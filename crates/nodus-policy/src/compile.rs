@@ -160,7 +160,7 @@ impl Ctx<'_> {
     }
 }
 
-fn overlay(base: &Effective, layer: Layer, values: &LayerValues) -> Effective {
+pub(crate) fn overlay(base: &Effective, layer: Layer, values: &LayerValues) -> Effective {
     let mut out = base.clone();
     for (k, v) in &values.values {
         out.insert(
@@ -237,13 +237,13 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
             LabelScheme::default()
         }
     };
-    // Labels are checked now that the scheme is known (other problems were already reported).
+    // Labels are checked now that the scheme is known. Only labels that passed the first pass are
+    // checked again: a problem the first pass found is already reported, once.
     let label_pairs: Vec<(String, Raw)> = system_pairs
         .iter()
         .filter(|(k, _)| {
-            cx.schema
-                .get(k)
-                .is_some_and(|s| s.ty == ValueType::Label && s.scope.allows(Layer::System))
+            unlabelled.values.contains_key(k)
+                && cx.schema.get(k).is_some_and(|s| s.ty == ValueType::Label)
         })
         .cloned()
         .collect();
@@ -331,16 +331,5 @@ fn check_locks(cx: &mut Ctx<'_>, doc: &Doc, layer: Layer, pairs: &[(String, Raw)
                 );
             }
         }
-    }
-}
-
-impl Compiled {
-    /// The effective values for a user of a tenant (tenant ⊕ user layer).
-    pub(crate) fn user_effective(&self, tenant: &TenantId, actor: &ActorId) -> Option<Effective> {
-        let (_, t) = self.tenants.get(tenant)?;
-        Some(match self.users.get(&(tenant.clone(), actor.clone())) {
-            Some(u) => overlay(t, Layer::User, u),
-            None => t.clone(),
-        })
     }
 }

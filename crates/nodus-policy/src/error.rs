@@ -73,6 +73,9 @@ pub enum PolicyErrorKind {
     /// A user file for a tenant that has no tenant file.
     #[error("user file for unknown tenant `{0}`")]
     UnknownTenant(String),
+    /// A `.toml` file in a policy directory outside the layout, which would otherwise be ignored.
+    #[error("not part of the policy layout: {0}")]
+    MisplacedFile(String),
 }
 
 fn suggestion(s: &Option<String>) -> String {
@@ -197,4 +200,157 @@ pub enum ExplainError {
     /// The key is not in the schema.
     #[error("unknown policy key `{0}`")]
     UnknownKey(String),
+    /// The key has no default and no layer sets it.
+    #[error("policy key `{0}` has no value: no default and no layer sets it")]
+    Unset(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant's name. The matches are exhaustive: a new variant does not compile until it
+    /// is named here, and the test below then wants it in the guide's error catalogue.
+    fn kind_name(k: &PolicyErrorKind) -> &'static str {
+        match k {
+            PolicyErrorKind::Io(_) => "Io",
+            PolicyErrorKind::Malformed(_) => "Malformed",
+            PolicyErrorKind::UnknownKey(_) => "UnknownKey",
+            PolicyErrorKind::WrongType { .. } => "WrongType",
+            PolicyErrorKind::OutOfRange { .. } => "OutOfRange",
+            PolicyErrorKind::NotAllowed { .. } => "NotAllowed",
+            PolicyErrorKind::AboveScope { .. } => "AboveScope",
+            PolicyErrorKind::Locked => "Locked",
+            PolicyErrorKind::BadLock { .. } => "BadLock",
+            PolicyErrorKind::InvalidLabel(_) => "InvalidLabel",
+            PolicyErrorKind::InvalidPattern(_) => "InvalidPattern",
+            PolicyErrorKind::InvalidSchema(_) => "InvalidSchema",
+            PolicyErrorKind::InvalidId(_) => "InvalidId",
+            PolicyErrorKind::UnknownTenant(_) => "UnknownTenant",
+            PolicyErrorKind::MisplacedFile(_) => "MisplacedFile",
+        }
+    }
+
+    fn explain_name(e: &ExplainError) -> &'static str {
+        match e {
+            ExplainError::UnknownTenant(_) => "UnknownTenant",
+            ExplainError::UnknownKey(_) => "UnknownKey",
+            ExplainError::Unset(_) => "Unset",
+        }
+    }
+
+    fn access_name(e: &AccessError) -> &'static str {
+        match e {
+            AccessError::Unknown(_) => "Unknown",
+            AccessError::Unset(_) => "Unset",
+            AccessError::WrongType { .. } => "WrongType",
+        }
+    }
+
+    fn all_kinds() -> Vec<PolicyErrorKind> {
+        let s = || String::from("x");
+        vec![
+            PolicyErrorKind::Io(s()),
+            PolicyErrorKind::Malformed(s()),
+            PolicyErrorKind::UnknownKey(Some(s())),
+            PolicyErrorKind::WrongType {
+                expected: s(),
+                found: s(),
+            },
+            PolicyErrorKind::OutOfRange {
+                value: s(),
+                bounds: s(),
+            },
+            PolicyErrorKind::NotAllowed {
+                value: s(),
+                allowed: vec![s()],
+            },
+            PolicyErrorKind::AboveScope {
+                scope: Scope::Tenant,
+            },
+            PolicyErrorKind::Locked,
+            PolicyErrorKind::BadLock {
+                key: s(),
+                reason: s(),
+            },
+            PolicyErrorKind::InvalidLabel(s()),
+            PolicyErrorKind::InvalidPattern(s()),
+            PolicyErrorKind::InvalidSchema(s()),
+            PolicyErrorKind::InvalidId(s()),
+            PolicyErrorKind::UnknownTenant(s()),
+            PolicyErrorKind::MisplacedFile(s()),
+        ]
+    }
+
+    fn guide() -> String {
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/policy.md"))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_error_catalogue_lists_every_kind() {
+        let guide = guide();
+        let catalogue = guide.split("## Error catalogue").nth(1).unwrap_or_default();
+        let kinds = all_kinds();
+        let mut names: Vec<&str> = kinds.iter().map(kind_name).collect();
+        names.dedup();
+        assert_eq!(names.len(), 15, "every variant once in all_kinds()");
+        for name in names {
+            assert!(
+                catalogue.contains(&format!("| `{name}` |")),
+                "`{name}` is missing from the error catalogue of docs/policy.md"
+            );
+        }
+        for e in [
+            ExplainError::UnknownTenant("t".into()),
+            ExplainError::UnknownKey("k".into()),
+            ExplainError::Unset("k".into()),
+        ] {
+            let row = format!("| `ExplainError` | `{}` |", explain_name(&e));
+            assert!(catalogue.contains(&row), "{row} missing");
+        }
+        for e in [
+            AccessError::Unknown("k".into()),
+            AccessError::Unset("k".into()),
+            AccessError::WrongType {
+                key: "k".into(),
+                actual: "float",
+                requested: "integer",
+            },
+        ] {
+            let row = format!("| `AccessError` | `{}` |", access_name(&e));
+            assert!(catalogue.contains(&row), "{row} missing");
+        }
+    }
+
+    #[test]
+    fn messages_are_lowercase_and_name_the_key() {
+        for k in all_kinds() {
+            let text = k.to_string();
+            let first = text.chars().next().unwrap_or('x');
+            // `malformed TOML` keeps the acronym; everything starts lowercase.
+            assert!(!first.is_uppercase(), "{text}");
+        }
+        let e = PolicyError {
+            file: "tenants/acme.toml".into(),
+            layer: Layer::Tenant,
+            key: Some("cache.ttl".into()),
+            line: Some(3),
+            kind: PolicyErrorKind::Locked,
+        };
+        assert_eq!(
+            e.to_string(),
+            "tenants/acme.toml:3: tenant layer: `cache.ttl`: the tenant locked it for its users"
+        );
+        assert!(
+            ExplainError::Unset("a.b".into())
+                .to_string()
+                .contains("`a.b`")
+        );
+        assert!(
+            AccessError::Unknown("a.b".into())
+                .to_string()
+                .contains("`a.b`")
+        );
+    }
 }

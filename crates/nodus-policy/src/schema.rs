@@ -14,6 +14,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use crate::error::{PolicyError, PolicyErrorKind};
 use crate::label::LabelScheme;
@@ -79,17 +80,21 @@ fn num(raw: &Raw) -> Option<f64> {
 }
 
 impl Schema {
-    /// The built-in schema alone.
+    /// The built-in schema alone. It is parsed once per process and cloned on each call, so a
+    /// reload does not pay for parsing it again.
     pub fn builtin() -> Self {
-        let mut s = Schema::default();
-        let doc = Doc {
-            file: "<builtin schema>".into(),
-            text: BUILTIN_SCHEMA.into(),
-        };
-        let mut errors = Vec::new();
-        s.extend(&doc, true, &mut errors);
-        debug_assert!(errors.is_empty(), "{errors:?}");
-        s
+        static BUILTIN: LazyLock<Schema> = LazyLock::new(|| {
+            let mut s = Schema::default();
+            let doc = Doc {
+                file: "<builtin schema>".into(),
+                text: BUILTIN_SCHEMA.into(),
+            };
+            let mut errors = Vec::new();
+            s.extend(&doc, true, &mut errors);
+            debug_assert!(errors.is_empty(), "{errors:?}");
+            s
+        });
+        BUILTIN.clone()
     }
 
     /// The spec of `key`.
@@ -111,17 +116,23 @@ impl Schema {
             .is_some_and(|(k, _)| k.starts_with(&p))
     }
 
-    /// The declared key closest to `key` (same last segment, or same section), for suggestions.
+    /// The declared key closest to `key`, for suggestions: the nearest by edit distance when it is
+    /// close (a typo), else one with the same last segment (a key in the wrong section).
     pub(crate) fn suggest(&self, key: &str) -> Option<String> {
-        let last = key.rsplit('.').next().unwrap_or(key);
-        self.keys
+        let limit = (key.chars().count() / 3).max(2);
+        let nearest = self
+            .keys
             .keys()
-            .find(|k| k.rsplit('.').next() == Some(last))
+            .map(|k| (edit_distance(key, k), k))
+            .filter(|(d, _)| *d <= limit)
+            .min_by_key(|(d, _)| *d)
+            .map(|(_, k)| k);
+        let last = key.rsplit('.').next().unwrap_or(key);
+        nearest
             .or_else(|| {
-                let section = key.split('.').next().unwrap_or(key);
                 self.keys
                     .keys()
-                    .find(|k| k.split('.').next() == Some(section))
+                    .find(|k| k.rsplit('.').next() == Some(last))
             })
             .cloned()
     }
@@ -264,6 +275,25 @@ impl Schema {
     }
 }
 
+/// Levenshtein distance between two strings, in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let at = |v: &Vec<usize>, k: usize| v.get(k).copied().unwrap_or(usize::MAX);
+            let substitute = at(&prev, j).saturating_add(usize::from(ca != *cb));
+            let delete = at(&prev, j + 1).saturating_add(1);
+            let insert = cur.last().copied().unwrap_or(usize::MAX).saturating_add(1);
+            cur.push(substitute.min(delete).min(insert));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
 fn wrong(expected: &str, raw: &Raw) -> PolicyErrorKind {
     PolicyErrorKind::WrongType {
         expected: expected.to_owned(),
@@ -350,6 +380,12 @@ impl KeySpec {
                 RawKind::Int(i) => {
                     range(i as f64)?;
                     Value::Float(i as f64)
+                }
+                RawKind::Float(f) => {
+                    return Err(PolicyErrorKind::WrongType {
+                        expected: "a finite float".into(),
+                        found: f.to_string(),
+                    });
                 }
                 _ => return Err(wrong("float", raw)),
             },
@@ -529,6 +565,27 @@ mod tests {
         );
         assert!(s.is_section("observability"));
         assert!(!s.is_section("observ"));
+    }
+
+    #[test]
+    fn suggestions() {
+        let s = Schema::builtin();
+        assert_eq!(
+            s.suggest("observability.sampling_rat").as_deref(),
+            Some("observability.sampling_rate")
+        );
+        assert_eq!(
+            s.suggest("links.max_dept").as_deref(),
+            Some("links.max_depth")
+        );
+        assert_eq!(
+            s.suggest("tracing.sampling_rate").as_deref(),
+            Some("observability.sampling_rate")
+        );
+        assert_eq!(s.suggest("bogus"), None);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("abc", "abc"), 0);
     }
 
     #[test]

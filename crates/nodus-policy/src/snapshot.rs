@@ -170,6 +170,29 @@ impl PolicySnapshot {
         }
     }
 
+    /// `true` when the decision tables cover every permission and rate class interned so far, so
+    /// every decision takes the fast path. A snapshot built before a name was interned (a command
+    /// registered after the policy was loaded) answers that name correctly but by matching
+    /// patterns; [`PolicyStore::recompile`](crate::PolicyStore::recompile) rebuilds its tables.
+    pub fn is_current(&self) -> bool {
+        self.compiled_perms as usize == self.symbols.permissions().len()
+            && self.compiled_classes as usize == self.symbols.rate_classes().len()
+    }
+
+    /// The same snapshot — same tenant, user, epoch, values and content hash — with its decision
+    /// tables rebuilt against every name interned so far.
+    pub(crate) fn recompiled(&self) -> PolicySnapshot {
+        PolicySnapshot::compile(
+            self.tenant.clone(),
+            self.user.clone(),
+            self.epoch,
+            self.values.clone(),
+            self.schema.clone(),
+            self.scheme.clone(),
+            self.symbols.clone(),
+        )
+    }
+
     /// The tenant (`None` for the system snapshot).
     pub fn tenant(&self) -> Option<&TenantId> {
         self.tenant.as_ref()

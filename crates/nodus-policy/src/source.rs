@@ -8,6 +8,8 @@
 //! <dir>/tenants/<tenant>.toml       one per tenant
 //! <dir>/users/<tenant>/<actor>.toml optional: per user within a tenant
 //! ```
+//!
+//! Any other `.toml` file at the top or directly under `users/` is reported as misplaced.
 
 use std::path::Path;
 
@@ -146,6 +148,30 @@ impl PolicySources {
         {
             s = s.with_system("system.toml", &t);
         }
+        // A policy file outside the layout would be an override silently skipped: report it.
+        let misplaced = |rel: String, layer: Layer, expected: &str| PolicyError {
+            file: rel,
+            layer,
+            key: None,
+            line: None,
+            kind: PolicyErrorKind::MisplacedFile(expected.to_owned()),
+        };
+        for (stem, rel) in toml_files(dir, "") {
+            if stem != "schema" && stem != "system" {
+                s.read_errors.push(misplaced(
+                    rel,
+                    Layer::System,
+                    "only `schema.toml` and `system.toml` belong at the top; tenants go in `tenants/<tenant>.toml`",
+                ));
+            }
+        }
+        for (_, rel) in toml_files(&dir.join("users"), "users") {
+            s.read_errors.push(misplaced(
+                rel,
+                Layer::User,
+                "user files go in `users/<tenant>/<actor>.toml`",
+            ));
+        }
         for (stem, rel) in toml_files(&dir.join("tenants"), "tenants") {
             match TenantId::new(&stem) {
                 Ok(t) => {
@@ -209,7 +235,8 @@ impl PolicySources {
     }
 }
 
-/// `(file stem, relative path)` of every `*.toml` file in `dir`, sorted.
+/// `(file stem, relative path)` of every `*.toml` file in `dir`, sorted (`rel_base` empty: the
+/// path is the bare file name).
 fn toml_files(dir: &Path, rel_base: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
         .map(|rd| {
@@ -218,7 +245,12 @@ fn toml_files(dir: &Path, rel_base: &str) -> Vec<(String, String)> {
                 .filter_map(|e| {
                     let name = e.file_name().to_string_lossy().to_string();
                     let stem = name.strip_suffix(".toml")?.to_owned();
-                    Some((stem, format!("{rel_base}/{name}")))
+                    let rel = if rel_base.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{rel_base}/{name}")
+                    };
+                    Some((stem, rel))
                 })
                 .collect()
         })
@@ -264,19 +296,39 @@ fn line_of(text: &str, offset: usize) -> u32 {
     u32::try_from(upto.bytes().filter(|b| *b == b'\n').count() + 1).unwrap_or(u32::MAX)
 }
 
-fn convert(text: &str, span_start: usize, v: &DeValue<'_>) -> Result<RawKind, String> {
+/// A value TOML parsed but Nodus cannot represent: the message, the line, the dotted path.
+struct ConvertError {
+    message: String,
+    line: u32,
+    path: String,
+}
+
+fn convert(
+    text: &str,
+    path: &str,
+    span_start: usize,
+    v: &DeValue<'_>,
+) -> Result<RawKind, ConvertError> {
+    let fail = |message: String| ConvertError {
+        message,
+        line: line_of(text, span_start),
+        path: path.to_owned(),
+    };
     Ok(match v {
         DeValue::String(s) => RawKind::Str(s.to_string()),
         DeValue::Integer(i) => {
             let digits = i.as_str().replace('_', "");
             RawKind::Int(
                 i64::from_str_radix(&digits, i.radix())
-                    .map_err(|e| format!("integer `{i}`: {e}"))?,
+                    .map_err(|e| fail(format!("integer `{i}`: {e}")))?,
             )
         }
         DeValue::Float(f) => {
             let s = f.as_str().replace('_', "");
-            RawKind::Float(s.parse::<f64>().map_err(|e| format!("float `{f}`: {e}"))?)
+            RawKind::Float(
+                s.parse::<f64>()
+                    .map_err(|e| fail(format!("float `{f}`: {e}")))?,
+            )
         }
         DeValue::Boolean(b) => RawKind::Bool(*b),
         DeValue::Datetime(d) => RawKind::Datetime(d.to_string()),
@@ -286,25 +338,34 @@ fn convert(text: &str, span_start: usize, v: &DeValue<'_>) -> Result<RawKind, St
                 let start = item.span().start;
                 out.push(Raw {
                     line: line_of(text, start),
-                    kind: convert(text, start, item.get_ref())?,
+                    kind: convert(text, path, start, item.get_ref())?,
                 });
             }
             RawKind::Array(out)
         }
-        DeValue::Table(t) => RawKind::Table(convert_table(text, t)?),
+        DeValue::Table(t) => RawKind::Table(convert_table(text, path, t)?),
     })
-    .map_err(|e: String| format!("{e} (at line {})", line_of(text, span_start)))
 }
 
-fn convert_table(text: &str, t: &DeTable<'_>) -> Result<Vec<(String, Raw)>, String> {
+fn convert_table(
+    text: &str,
+    prefix: &str,
+    t: &DeTable<'_>,
+) -> Result<Vec<(String, Raw)>, ConvertError> {
     let mut out = Vec::new();
     for (k, v) in t.iter() {
         let start = k.span().start;
+        let name = k.get_ref().to_string();
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         out.push((
-            k.get_ref().to_string(),
+            name,
             Raw {
                 line: line_of(text, start),
-                kind: convert(text, v.span().start, v.get_ref())?,
+                kind: convert(text, &path, v.span().start, v.get_ref())?,
             },
         ));
     }
@@ -313,18 +374,20 @@ fn convert_table(text: &str, t: &DeTable<'_>) -> Result<Vec<(String, Raw)>, Stri
 
 /// Parses a document into a table of raw values with line numbers.
 pub(crate) fn parse_doc(doc: &Doc, layer: Layer) -> Result<Vec<(String, Raw)>, PolicyError> {
-    let malformed = |msg: String, line: Option<u32>| PolicyError {
+    let table = DeTable::parse(&doc.text).map_err(|e| PolicyError {
         file: doc.file.clone(),
         layer,
         key: None,
-        line,
-        kind: PolicyErrorKind::Malformed(msg),
-    };
-    let table = DeTable::parse(&doc.text).map_err(|e| {
-        let line = e.span().map(|s| line_of(&doc.text, s.start));
-        malformed(e.message().trim().to_owned(), line)
+        line: e.span().map(|s| line_of(&doc.text, s.start)),
+        kind: PolicyErrorKind::Malformed(e.message().trim().to_owned()),
     })?;
-    convert_table(&doc.text, table.get_ref()).map_err(|m| malformed(m, None))
+    convert_table(&doc.text, "", table.get_ref()).map_err(|e| PolicyError {
+        file: doc.file.clone(),
+        layer,
+        key: Some(e.path),
+        line: Some(e.line),
+        kind: PolicyErrorKind::Malformed(e.message),
+    })
 }
 
 #[cfg(test)]
@@ -362,5 +425,24 @@ mod tests {
         let e = parse_doc(&doc, Layer::Tenant).unwrap_err();
         assert_eq!(e.line, Some(2));
         assert!(matches!(e.kind, PolicyErrorKind::Malformed(_)));
+    }
+
+    #[test]
+    fn unrepresentable_integer_names_the_key_and_line() {
+        let doc = Doc {
+            file: "x.toml".into(),
+            text: "a = 1
+
+[links]
+max_depth = 99999999999999999999
+"
+            .into(),
+        };
+        let e = parse_doc(&doc, Layer::Tenant).unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line, e.layer),
+            (Some("links.max_depth"), Some(4), Layer::Tenant)
+        );
+        assert!(matches!(e.kind, PolicyErrorKind::Malformed(_)), "{e}");
     }
 }

@@ -1,6 +1,6 @@
 //! The policy store: one `ArcSwap` per tenant, hot reload, explain, and a polling watcher.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::compile::{Compiled, Effective, Provenance, compile};
+use crate::compile::{Compiled, Effective, LayerValues, Provenance, compile, overlay};
 use crate::error::{ExplainError, PolicyErrors};
 use crate::ids::{ActorId, TenantId};
 use crate::snapshot::PolicySnapshot;
@@ -84,6 +84,8 @@ impl TenantHandle {
 pub struct KeyChange {
     /// The tenant (`None` for the system layer).
     pub tenant: Option<TenantId>,
+    /// The user, for a change of a user's own layer (`None` for system and tenant changes).
+    pub user: Option<ActorId>,
     /// The dotted key.
     pub key: String,
     /// The value before.
@@ -107,7 +109,10 @@ pub struct ReloadReport {
     pub removed: Vec<TenantId>,
     /// Tenants whose effective policy changed.
     pub changed: Vec<TenantId>,
-    /// Key-level changes, old → new, with provenance.
+    /// Users whose own layer (`users/<tenant>/<actor>.toml`) was added, edited or removed.
+    pub changed_users: Vec<(TenantId, ActorId)>,
+    /// Key-level changes, old → new, with provenance: the system layer's, each changed tenant's,
+    /// and, for each changed user, the keys their own layer sets or set.
     pub diff: Vec<KeyChange>,
 }
 
@@ -143,9 +148,16 @@ pub struct Explanation {
     pub doc: String,
 }
 
+/// Everything one reload published, swapped as a whole so that readers of `state` never mix two.
 struct State {
     compiled: Arc<Compiled>,
     system: Arc<PolicySnapshot>,
+    /// The published tenant snapshots: what the slots hold.
+    tenants: BTreeMap<TenantId, Arc<PolicySnapshot>>,
+    /// The epoch at which each user's own layer last changed (added, edited or removed), kept
+    /// while it is newer than the tenant's snapshot. A user snapshot's epoch is the larger of the
+    /// two, so a given (tenant, user, epoch) always has the same content and epochs never go back.
+    user_epochs: HashMap<(TenantId, ActorId), u64>,
 }
 
 /// The hot-reloadable policy store.
@@ -239,12 +251,12 @@ impl PolicyStore {
             unknown_gets_defaults(&system).then(|| system.clone()),
         ));
         let slots: HashMap<TenantId, Arc<TenantSlot>> = tenants
-            .into_iter()
+            .iter()
             .map(|(t, s)| {
                 (
-                    t,
+                    t.clone(),
                     Arc::new(TenantSlot {
-                        snap: ArcSwapOption::from(Some(s)),
+                        snap: ArcSwapOption::from(Some(s.clone())),
                     }),
                 )
             })
@@ -254,7 +266,12 @@ impl PolicyStore {
             epoch: AtomicU64::new(1),
             slots: ArcSwap::from_pointee(slots),
             fallback,
-            state: ArcSwap::from_pointee(State { compiled, system }),
+            state: ArcSwap::from_pointee(State {
+                compiled,
+                system,
+                tenants,
+                user_epochs: HashMap::new(),
+            }),
             users: Mutex::new(HashMap::new()),
             write: Mutex::new(()),
         })
@@ -312,44 +329,58 @@ impl PolicyStore {
         self.state.load().system.clone()
     }
 
-    /// A user's snapshot (tenant ⊕ user layer), built on first use and cached until the next reload.
+    /// A user's snapshot (tenant ⊕ user layer), built on first use and cached. A user without a
+    /// user file gets the tenant's snapshot; an unknown tenant gets what
+    /// [`snapshot`](Self::snapshot) gives it.
+    ///
+    /// Its epoch is the later of the tenant snapshot's epoch and the epoch of the last reload that
+    /// added, edited or removed the user's own file: it never goes backwards, and two user
+    /// snapshots with the same epoch have the same content.
     pub fn user_snapshot(&self, tenant: &TenantId, actor: &ActorId) -> Option<Arc<PolicySnapshot>> {
         let state = self.state.load();
-        if !state
-            .compiled
-            .users
-            .contains_key(&(tenant.clone(), actor.clone()))
-        {
-            return self.snapshot(tenant);
-        }
+        let Some(base) = state.tenants.get(tenant) else {
+            return unknown_gets_defaults(&state.system).then(|| state.system.clone());
+        };
         let key = (tenant.clone(), actor.clone());
-        let mut cache = self.users.lock();
-        if let Some(s) = cache.get(&key) {
+        let layer = state.compiled.users.get(&key);
+        let user_epoch = state.user_epochs.get(&key).copied().unwrap_or(0);
+        if layer.is_none() && user_epoch <= base.epoch() {
+            return Some(base.clone());
+        }
+        let epoch = user_epoch.max(base.epoch());
+        if let Some(s) = self.users.lock().get(&key)
+            && s.epoch() == epoch
+        {
             return Some(s.clone());
         }
-        let eff = state.compiled.user_effective(tenant, actor)?;
-        let epoch = self
-            .snapshot(tenant)
-            .map(|s| s.epoch())
-            .unwrap_or_else(|| self.epoch());
+        let values = match layer {
+            Some(u) => overlay(base.values(), Layer::User, u),
+            None => base.values().clone(),
+        };
         let snap = Arc::new(PolicySnapshot::compile(
             Some(tenant.clone()),
             Some(actor.clone()),
             epoch,
-            eff,
+            values,
             state.compiled.schema.clone(),
             state.compiled.scheme.clone(),
             self.symbols.clone(),
         ));
-        cache.insert(key, snap.clone());
+        // A slower thread that built from an older state must not replace a newer entry.
+        let mut cache = self.users.lock();
+        if cache.get(&key).is_none_or(|s| s.epoch() <= epoch) {
+            cache.insert(key, snap.clone());
+        }
         Some(snap)
     }
 
     /// Why `key` has its value for `tenant` (and `user`): the value, the winning layer and file,
-    /// and what each lower layer had.
+    /// and what each lower layer had. An unknown tenant is explained from the system layer when
+    /// `tenancy.unknown_tenants = "system_defaults"` (as [`snapshot`](Self::snapshot) answers it).
     ///
     /// # Errors
-    /// [`ExplainError`] for an unknown tenant or key.
+    /// [`ExplainError`] for an unknown tenant (when refused), an unknown key, or a key no layer set
+    /// and without a default.
     pub fn explain(
         &self,
         tenant: &TenantId,
@@ -362,10 +393,10 @@ impl PolicyStore {
             .schema
             .get(key)
             .ok_or_else(|| ExplainError::UnknownKey(key.to_owned()))?;
-        let (tenant_vals, tenant_eff) = c
-            .tenants
-            .get(tenant)
-            .ok_or_else(|| ExplainError::UnknownTenant(tenant.to_string()))?;
+        let tenant_entry = c.tenants.get(tenant);
+        if tenant_entry.is_none() && !unknown_gets_defaults(&state.system) {
+            return Err(ExplainError::UnknownTenant(tenant.to_string()));
+        }
         let mut layers: Vec<LayerValue> = Vec::new();
         if let Some(d) = &spec.default {
             layers.push(LayerValue {
@@ -381,7 +412,9 @@ impl PolicyStore {
                 value: v.clone(),
             });
         }
-        if let Some(v) = tenant_vals.values.get(key) {
+        if let Some((tenant_vals, _)) = tenant_entry
+            && let Some(v) = tenant_vals.values.get(key)
+        {
             layers.push(LayerValue {
                 layer: Layer::Tenant,
                 file: Some(tenant_vals.file.clone()),
@@ -397,9 +430,11 @@ impl PolicyStore {
                 value: v.clone(),
             });
         }
-        let locked = matches!(tenant_eff.get("policy.lock"), Some((Value::Strings(l), _)) if l.iter().any(|k| k == key));
+        let locked = tenant_entry.is_some_and(|(_, eff)| {
+            matches!(eff.get("policy.lock"), Some((Value::Strings(l), _)) if l.iter().any(|k| k == key))
+        });
         let Some(winner) = layers.pop() else {
-            return Err(ExplainError::UnknownKey(key.to_owned()));
+            return Err(ExplainError::Unset(key.to_owned()));
         };
         Ok(Explanation {
             key: key.to_owned(),
@@ -413,6 +448,55 @@ impl PolicyStore {
         })
     }
 
+    /// Rebuilds the decision tables of every published snapshot that predates a permission or
+    /// rate class interned since (commands are registered after the policy is loaded, and a
+    /// command's permission is interned then). Content, content hash and epoch stay the same — a
+    /// reader sees the same policy, decided faster — so this is not a reload and bumps nothing.
+    /// Returns how many snapshots were rebuilt. `nodus-core` calls it once its commands are
+    /// registered.
+    pub fn recompile(&self) -> usize {
+        let _w = self.write.lock();
+        let old = self.state.load_full();
+        let mut rebuilt = 0usize;
+        let mut fresh = |s: &Arc<PolicySnapshot>| {
+            if s.is_current() {
+                s.clone()
+            } else {
+                rebuilt += 1;
+                Arc::new(s.recompiled())
+            }
+        };
+        let system = fresh(&old.system);
+        let tenants: BTreeMap<TenantId, Arc<PolicySnapshot>> = old
+            .tenants
+            .iter()
+            .map(|(t, s)| (t.clone(), fresh(s)))
+            .collect();
+        if rebuilt == 0 {
+            return 0;
+        }
+        let slots = self.slots.load();
+        for (t, snap) in &tenants {
+            if let Some(slot) = slots.get(t) {
+                let current = slot.snap.load();
+                if current.as_ref().is_some_and(|c| !Arc::ptr_eq(c, snap)) {
+                    slot.snap.store(Some(snap.clone()));
+                }
+            }
+        }
+        self.fallback
+            .store(unknown_gets_defaults(&system).then(|| system.clone()));
+        self.state.store(Arc::new(State {
+            compiled: old.compiled.clone(),
+            system,
+            tenants,
+            user_epochs: old.user_epochs.clone(),
+        }));
+        // Cached user snapshots are rebuilt on next use (same epoch, same content).
+        self.users.lock().clear();
+        rebuilt
+    }
+
     /// Validates `sources` and, when valid, swaps every changed tenant's snapshot atomically.
     /// On any error nothing changes and every problem is returned.
     ///
@@ -421,61 +505,118 @@ impl PolicyStore {
     pub fn reload(&self, sources: PolicySources) -> Result<ReloadReport, PolicyErrors> {
         let _w = self.write.lock();
         let compiled = Arc::new(compile(&sources)?);
-        let old_state = self.state.load_full();
+        let old = self.state.load_full();
         let old_epoch = self.epoch();
         let next = old_epoch + 1;
         let (system, tenants) = build_snapshots(&compiled, next, &self.symbols);
 
-        let old_tenants = &old_state.compiled.tenants;
         let mut report = ReloadReport {
             epoch: old_epoch,
             added: vec![],
             removed: vec![],
             changed: vec![],
+            changed_users: vec![],
             diff: vec![],
         };
-        let system_changed = system.content_hash() != old_state.system.content_hash();
+        // Provenance counts: a value that moved from one file to another is a change.
+        let system_changed = old.compiled.system_effective != compiled.system_effective;
         if system_changed {
             report.diff.extend(diff(
                 None,
-                &old_state.compiled.system_effective,
+                None,
+                &old.compiled.system_effective,
                 &compiled.system_effective,
+                |_, _| true,
             ));
         }
-        let users_changed = old_state.compiled.users != compiled.users;
-        for (t, snap) in &tenants {
-            match old_tenants.get(t) {
-                None => report.added.push(t.clone()),
+        // The snapshots to publish: a fresh one for each added or changed tenant (every tenant when
+        // the system layer changed), the old one otherwise, so an unchanged tenant keeps its epoch.
+        let mut published = BTreeMap::new();
+        for (t, snap) in tenants {
+            let fresh = match old.compiled.tenants.get(&t) {
+                None => {
+                    report.added.push(t.clone());
+                    true
+                }
                 Some((_, old_eff)) => {
-                    let new_eff = snap.values();
-                    let d = diff(Some(t), old_eff, new_eff);
-                    if !d.is_empty() {
+                    let d = diff(Some(&t), None, old_eff, snap.values(), |_, _| true);
+                    let changed = !d.is_empty();
+                    if changed {
                         report.changed.push(t.clone());
                         report.diff.extend(d);
                     }
+                    changed
                 }
-            }
+            };
+            // An old snapshot is kept only while its decision tables are current (see
+            // `recompile`); otherwise the fresh build, with the same content, replaces it.
+            let keep = if fresh || system_changed {
+                None
+            } else {
+                old.tenants.get(&t).filter(|s| s.is_current()).cloned()
+            };
+            published.insert(t, keep.unwrap_or(snap));
         }
-        for t in old_tenants.keys() {
-            if !tenants.contains_key(t) {
+        for t in old.compiled.tenants.keys() {
+            if !published.contains_key(t) {
                 report.removed.push(t.clone());
             }
         }
+        // Users whose own layer changed: a new user epoch, and the keys that layer sets or set.
+        let mut user_epochs = old.user_epochs.clone();
+        let user_keys: BTreeSet<&(TenantId, ActorId)> = old
+            .compiled
+            .users
+            .keys()
+            .chain(compiled.users.keys())
+            .collect();
+        for key in user_keys {
+            let (was, is) = (old.compiled.users.get(key), compiled.users.get(key));
+            if was == is {
+                continue;
+            }
+            report.changed_users.push(key.clone());
+            user_epochs.insert(key.clone(), next);
+            let effective = |c: &Compiled, layer: Option<&LayerValues>| {
+                c.tenants.get(&key.0).map(|(_, eff)| match layer {
+                    Some(u) => overlay(eff, Layer::User, u),
+                    None => eff.clone(),
+                })
+            };
+            if let (Some(a), Some(b)) = (effective(&old.compiled, was), effective(&compiled, is)) {
+                report
+                    .diff
+                    .extend(diff(Some(&key.0), Some(&key.1), &a, &b, |o, n| {
+                        o.is_some_and(|p| p.layer == Layer::User)
+                            || n.is_some_and(|p| p.layer == Layer::User)
+                    }));
+            }
+        }
         let anything = system_changed
-            || users_changed
+            || !report.changed_users.is_empty()
             || !report.added.is_empty()
             || !report.removed.is_empty()
             || !report.changed.is_empty();
         if !anything {
+            // Same content: keep every snapshot and the epoch, but remember the new sources (their
+            // schema docs and scopes, which `explain` reports).
+            self.state.store(Arc::new(State {
+                compiled,
+                system: old.system.clone(),
+                tenants: old.tenants.clone(),
+                user_epochs: old.user_epochs.clone(),
+            }));
             return Ok(report);
         }
+        // A user epoch no newer than its tenant's snapshot says nothing: drop it.
+        user_epochs.retain(|(t, _), e| published.get(t).is_some_and(|s| *e > s.epoch()));
         // Everything is built; now publish. Slots first (readers see each tenant swap atomically),
         // then the system snapshot and the epoch.
         let mut slots = HashMap::clone(&self.slots.load());
-        for (t, snap) in &tenants {
-            let changed = report.added.contains(t) || report.changed.contains(t) || system_changed;
+        for (t, snap) in &published {
             let slot = slots.entry(t.clone()).or_default();
-            if changed || slot.snap.load().is_none() {
+            let current = slot.snap.load();
+            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, snap)) {
                 slot.snap.store(Some(snap.clone()));
             }
         }
@@ -487,7 +628,12 @@ impl PolicyStore {
         self.slots.store(Arc::new(slots));
         self.fallback
             .store(unknown_gets_defaults(&system).then(|| system.clone()));
-        self.state.store(Arc::new(State { compiled, system }));
+        self.state.store(Arc::new(State {
+            compiled,
+            system,
+            tenants: published,
+            user_epochs,
+        }));
         self.users.lock().clear();
         self.epoch.store(next, Ordering::Release);
         report.epoch = next;
@@ -495,14 +641,23 @@ impl PolicyStore {
     }
 }
 
-fn diff(tenant: Option<&TenantId>, old: &Effective, new: &Effective) -> Vec<KeyChange> {
+/// The keys whose value or provenance differs between `old` and `new` and that `keep` selects
+/// (given each side's provenance).
+fn diff(
+    tenant: Option<&TenantId>,
+    user: Option<&ActorId>,
+    old: &Effective,
+    new: &Effective,
+    keep: impl Fn(Option<&Provenance>, Option<&Provenance>) -> bool,
+) -> Vec<KeyChange> {
     let mut out = Vec::new();
-    let keys: std::collections::BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     for k in keys {
         let (o, n) = (old.get(k), new.get(k));
-        if o != n {
+        if o != n && keep(o.map(|(_, p)| p), n.map(|(_, p)| p)) {
             out.push(KeyChange {
                 tenant: tenant.cloned(),
+                user: user.cloned(),
                 key: k.clone(),
                 old: o.map(|(v, _)| v.clone()),
                 new: n.map(|(v, _)| v.clone()),

@@ -8,7 +8,8 @@
 )]
 
 use nodus_policy::{
-    ActorId, ExplainError, Label, Layer, PolicySources, PolicyStore, Subject, TenantId, Value,
+    ActorId, ExplainError, Label, Layer, PolicyErrorKind, PolicySources, PolicyStore, Scope,
+    Subject, TenantId, Value,
 };
 use proptest::prelude::*;
 
@@ -22,6 +23,16 @@ fn a(s: &str) -> ActorId {
 
 /// The seed's example.
 fn seed() -> PolicySources {
+    seed_without_users().with_user(
+        t("acme"),
+        a("alice"),
+        "users/alice.toml",
+        "[observability]\nsampling_rate = 0.15\n",
+    )
+}
+
+/// The seed's system and tenant layers.
+fn seed_without_users() -> PolicySources {
     PolicySources::new()
         .with_system(
             "system.toml",
@@ -31,12 +42,6 @@ fn seed() -> PolicySources {
             t("acme"),
             "tenants/acme.toml",
             "[observability]\nsampling_rate = 0.2\nexport_targets = [\"prometheus\"]\n",
-        )
-        .with_user(
-            t("acme"),
-            a("alice"),
-            "users/alice.toml",
-            "[observability]\nsampling_rate = 0.15\n",
         )
 }
 
@@ -66,13 +71,38 @@ fn seed_example_merges_with_provenance() {
     // A user with no file gets the tenant snapshot.
     let bob = store.user_snapshot(&t("acme"), &a("bob")).unwrap();
     assert_eq!(bob.get_float("observability.sampling_rate").unwrap(), 0.2);
-    // `enabled` stays immutable: a tenant or user trying to change it is an error.
+    // `enabled` stays immutable: a tenant or a user trying to change it is an error naming the
+    // key and the layer, never a silently skipped override.
     let bad = seed().with_tenant(
         t("acme"),
         "tenants/acme.toml",
         "[observability]\nenabled = false\n",
     );
-    assert!(PolicyStore::new(bad).is_err());
+    let errs = PolicyStore::new(bad).unwrap_err();
+    let e = &errs.errors()[0];
+    assert_eq!(
+        (errs.len(), e.key.as_deref(), e.layer),
+        (1, Some("observability.enabled"), Layer::Tenant)
+    );
+    let bad = seed().with_user(
+        t("acme"),
+        a("alice"),
+        "users/alice.toml",
+        "[observability]\nenabled = false\nsampling_rate = 0.15\n",
+    );
+    let errs = PolicyStore::new(bad).unwrap_err();
+    let e = &errs.errors()[0];
+    assert_eq!(
+        (errs.len(), e.key.as_deref(), e.layer),
+        (1, Some("observability.enabled"), Layer::User)
+    );
+    let why = store
+        .explain(&t("acme"), Some(&a("alice")), "observability.enabled")
+        .unwrap();
+    assert_eq!(
+        (why.value, why.layer, why.scope),
+        (Value::Bool(true), Layer::System, Scope::System)
+    );
     // The JSON form carries the provenance.
     let j = alice.to_json();
     assert_eq!(j["observability.sampling_rate"]["layer"], "user");
@@ -114,6 +144,21 @@ fn explain_gives_winner_and_lower_layers() {
         store.explain(&t("acme"), None, "no.key"),
         Err(ExplainError::UnknownKey("no.key".into()))
     );
+    // A user without a file: explained from the tenant.
+    let e = store
+        .explain(&t("acme"), Some(&a("bob")), "observability.sampling_rate")
+        .unwrap();
+    assert_eq!((e.layer, e.value), (Layer::Tenant, Value::Float(0.2)));
+    // A key with no default that no layer sets has no value to explain.
+    let s = seed().with_schema(
+        "schema.toml",
+        "[keys.\"app.name\"]\ntype = \"string\"\nscope = \"tenant\"\n",
+    );
+    let store = PolicyStore::new(s).unwrap();
+    assert_eq!(
+        store.explain(&t("acme"), None, "app.name"),
+        Err(ExplainError::Unset("app.name".into()))
+    );
 }
 
 #[test]
@@ -152,6 +197,103 @@ fn unknown_tenants_are_refused_by_default_or_get_system_defaults() {
     assert_eq!(snap.tenant(), None);
     assert_eq!(snap.get_float("observability.sampling_rate").unwrap(), 0.05);
     assert!(store.tenant_handle(&t("initech")).snapshot().is_some());
+    // Its users get the same, and `explain` answers from the system layer, as the snapshot does.
+    let user = store.user_snapshot(&t("initech"), &a("carol")).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&user, &snap));
+    let why = store
+        .explain(&t("initech"), None, "observability.sampling_rate")
+        .unwrap();
+    assert_eq!(
+        (why.layer, why.value, why.locked),
+        (Layer::Default, Value::Float(0.05), false)
+    );
+    // Refused: no user snapshot, no explanation.
+    let store = PolicyStore::new(seed()).unwrap();
+    assert!(store.user_snapshot(&t("initech"), &a("carol")).is_none());
+    assert_eq!(
+        store.explain(&t("initech"), None, "links.max_depth"),
+        Err(ExplainError::UnknownTenant("initech".into()))
+    );
+}
+
+#[test]
+fn user_snapshots_are_cached_and_their_epochs_follow_user_edits() {
+    let with_alice = |rate: &str| {
+        seed().with_user(
+            t("acme"),
+            a("alice"),
+            "users/alice.toml",
+            &format!("[observability]\nsampling_rate = {rate}\n"),
+        )
+    };
+    let store = PolicyStore::new(with_alice("0.15")).unwrap();
+    let (acme, alice) = (t("acme"), a("alice"));
+    let u1 = store.user_snapshot(&acme, &alice).unwrap();
+    assert_eq!((u1.epoch(), u1.user()), (1, Some(&alice)));
+    // Built once, then cached.
+    assert!(std::sync::Arc::ptr_eq(
+        &u1,
+        &store.user_snapshot(&acme, &alice).unwrap()
+    ));
+
+    // Only alice's file changes: the tenant keeps its snapshot, alice gets a new epoch, and the
+    // report names her and the key her layer changed.
+    let tenant_before = store.snapshot(&acme).unwrap();
+    let r = store.reload(with_alice("0.3")).unwrap();
+    assert_eq!(r.epoch, 2);
+    assert!(r.changed.is_empty());
+    assert_eq!(r.changed_users, vec![(acme.clone(), alice.clone())]);
+    let c = &r.diff[0];
+    assert_eq!(
+        (
+            r.diff.len(),
+            c.user.as_ref(),
+            c.key.as_str(),
+            c.old.clone(),
+            c.new.clone()
+        ),
+        (
+            1,
+            Some(&alice),
+            "observability.sampling_rate",
+            Some(Value::Float(0.15)),
+            Some(Value::Float(0.3))
+        )
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &tenant_before,
+        &store.snapshot(&acme).unwrap()
+    ));
+    let u2 = store.user_snapshot(&acme, &alice).unwrap();
+    assert_eq!(u2.epoch(), 2);
+    assert_ne!(u2.content_hash(), u1.content_hash());
+    assert_eq!(u2.get_float("observability.sampling_rate").unwrap(), 0.3);
+
+    // Her file is removed: her values fall back to the tenant's, and her epoch does not go back
+    // to the tenant snapshot's (1).
+    let r = store.reload(seed_without_users()).unwrap();
+    assert_eq!(r.changed_users, vec![(acme.clone(), alice.clone())]);
+    let c = &r.diff[0];
+    assert_eq!(
+        (c.new.clone(), c.new_from.as_ref().unwrap().layer),
+        (Some(Value::Float(0.2)), Layer::Tenant)
+    );
+    let u3 = store.user_snapshot(&acme, &alice).unwrap();
+    assert_eq!(u3.epoch(), 3);
+    assert_eq!(u3.content_hash(), tenant_before.content_hash());
+
+    // The tenant changes: alice (no file) now simply gets the tenant snapshot, at a later epoch.
+    let r = store
+        .reload(seed_without_users().with_tenant(
+            t("acme"),
+            "tenants/acme.toml",
+            "[observability]\nsampling_rate = 0.25\n",
+        ))
+        .unwrap();
+    assert_eq!(r.epoch, 4);
+    let u4 = store.user_snapshot(&acme, &alice).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&u4, &store.snapshot(&acme).unwrap()));
+    assert_eq!(u4.epoch(), 4);
 }
 
 #[test]
@@ -202,36 +344,140 @@ fn reload_reports_a_key_level_diff() {
     assert_eq!(store.snapshot(&t("acme")).unwrap().epoch(), 2);
 }
 
-#[test]
-fn failed_reload_leaves_every_snapshot_identical() {
-    let store =
-        PolicyStore::new(seed().with_tenant(t("globex"), "tenants/globex.toml", "")).unwrap();
-    let before: Vec<_> = store
-        .tenants()
-        .iter()
-        .map(|t| store.snapshot(t).unwrap())
-        .collect();
-    let system_before = store.system_snapshot();
-    let bad = seed().with_tenant(
-        t("acme"),
-        "tenants/acme.toml",
-        "[observability]\nsampling_rate = \"high\"\n",
-    );
-    assert!(store.reload(bad).is_err());
-    assert_eq!(store.epoch(), 1);
-    for (t, old) in store.tenants().iter().zip(&before) {
-        let now = store.snapshot(t).unwrap();
-        assert!(std::sync::Arc::ptr_eq(&now, old));
-        assert_eq!(
-            (now.epoch(), now.content_hash()),
-            (old.epoch(), old.content_hash())
-        );
-        assert_eq!(now.to_json(), old.to_json());
+/// Everything a reader can observe of a store, byte for byte.
+fn observe(store: &PolicyStore, handle: &nodus_policy::TenantHandle) -> Vec<String> {
+    let snap = |s: &std::sync::Arc<nodus_policy::PolicySnapshot>| {
+        format!(
+            "{:p} {} {} {}",
+            std::sync::Arc::as_ptr(s),
+            s.epoch(),
+            hex(s.content_hash()),
+            serde_json::to_string(&s.to_json()).unwrap()
+        )
+    };
+    let mut out = vec![
+        format!("epoch {}", store.epoch()),
+        format!("tenants {:?}", store.tenants()),
+        snap(&store.system_snapshot()),
+        snap(&handle.snapshot().unwrap()),
+        snap(&store.user_snapshot(&t("acme"), &a("alice")).unwrap()),
+        format!("{:?}", store.snapshot(&t("initech")).map(|s| s.epoch())),
+        serde_json::to_string(
+            &store
+                .explain(&t("acme"), Some(&a("alice")), "observability.sampling_rate")
+                .unwrap(),
+        )
+        .unwrap(),
+    ];
+    for tenant in store.tenants() {
+        out.push(snap(&store.snapshot(&tenant).unwrap()));
     }
-    assert!(std::sync::Arc::ptr_eq(
-        &store.system_snapshot(),
-        &system_before
-    ));
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn failed_reload_of_any_kind_leaves_every_snapshot_byte_identical() {
+    let good = || seed().with_tenant(t("globex"), "tenants/globex.toml", "");
+    let store = PolicyStore::new(good()).unwrap();
+    let handle = store.tenant_handle(&t("acme"));
+    let before = observe(&store, &handle);
+    let label_schema = "[keys.\"notes.label\"]\ntype = \"label\"\nscope = \"user\"\n";
+    let bad: Vec<(&str, PolicySources)> = vec![
+        (
+            "malformed TOML",
+            good().with_tenant(t("acme"), "tenants/acme.toml", "[observability\n"),
+        ),
+        (
+            "unknown key",
+            good().with_system("system.toml", "[observability]\nsampling_rat = 0.1\n"),
+        ),
+        (
+            "wrong type",
+            good().with_tenant(
+                t("acme"),
+                "tenants/acme.toml",
+                "[observability]\nsampling_rate = \"high\"\n",
+            ),
+        ),
+        (
+            "out of range",
+            good().with_user(
+                t("acme"),
+                a("alice"),
+                "users/alice.toml",
+                "[observability]\nsampling_rate = 7.0\n",
+            ),
+        ),
+        (
+            "tenant sets a system key",
+            good().with_tenant(
+                t("globex"),
+                "tenants/globex.toml",
+                "[observability]\nenabled = false\n",
+            ),
+        ),
+        (
+            "user sets a tenant key",
+            good().with_user(
+                t("acme"),
+                a("alice"),
+                "users/alice.toml",
+                "[cache]\ncapacity = 1\n",
+            ),
+        ),
+        (
+            "user overrides a locked key",
+            good().with_tenant(
+                t("acme"),
+                "tenants/acme.toml",
+                "[policy]\nlock = [\"observability.sampling_rate\"]\n",
+            ),
+        ),
+        (
+            "invalid host schema",
+            good().with_schema("schema.toml", "[keys.\"x\"]\ntype = \"bool\"\n"),
+        ),
+        (
+            "invalid label",
+            good().with_schema("schema.toml", label_schema).with_tenant(
+                t("globex"),
+                "tenants/globex.toml",
+                "[notes]\nlabel = \"COSMIC\"\n",
+            ),
+        ),
+        (
+            "user of an unknown tenant",
+            good().with_user(t("initech"), a("bob"), "users/initech/bob.toml", ""),
+        ),
+        (
+            "one good change among the errors",
+            good()
+                .with_tenant(
+                    t("globex"),
+                    "tenants/globex.toml",
+                    "[observability]\nsampling_rate = 0.9\n",
+                )
+                .with_tenant(t("acme"), "tenants/acme.toml", "bogus = 1\n"),
+        ),
+    ];
+    for (what, sources) in bad {
+        let errs = store.reload(sources).unwrap_err();
+        assert!(!errs.is_empty(), "{what}");
+        assert_eq!(observe(&store, &handle), before, "{what}");
+    }
+    // The store still reloads afterwards.
+    let r = store
+        .reload(good().with_tenant(
+            t("globex"),
+            "tenants/globex.toml",
+            "[observability]\nsampling_rate = 0.9\n",
+        ))
+        .unwrap();
+    assert_eq!((r.epoch, r.changed.clone()), (2, vec![t("globex")]));
 }
 
 fn rbac() -> PolicySources {
@@ -335,7 +581,122 @@ fn line(key: &str, s: Set) -> String {
     }
 }
 
+/// Keys of every scope, and how a small integer becomes a legal value of each (TOML, value).
+const KEYS: [(&str, Scope); 4] = [
+    ("observability.sampling_rate", Scope::User),
+    ("observability.level", Scope::User),
+    ("cache.capacity", Scope::Tenant),
+    ("audit.queue_capacity", Scope::System),
+];
+
+fn legal(key: &str, n: u8) -> (String, Value) {
+    match key {
+        "observability.sampling_rate" => {
+            let f = f64::from(n) / 100.0;
+            (format!("{f:?}"), Value::Float(f))
+        }
+        "observability.level" => {
+            let l = ["trace", "debug", "info", "warn", "error"][usize::from(n) % 5];
+            (format!("\"{l}\""), Value::Str(l.into()))
+        }
+        "cache.capacity" => (n.to_string(), Value::Int(i64::from(n))),
+        _ => ((u32::from(n) + 1).to_string(), Value::Int(i64::from(n) + 1)),
+    }
+}
+
+fn doc(values: &[Option<u8>], extra: &str) -> String {
+    let mut out = String::from(extra);
+    for ((key, _), v) in KEYS.iter().zip(values) {
+        if let Some(n) = v {
+            out.push_str(&format!("{key} = {}\n", legal(key, *n).0));
+        }
+    }
+    out
+}
+
+fn layer_values() -> impl Strategy<Value = Vec<Option<u8>>> {
+    proptest::collection::vec(proptest::option::of(0u8..100), KEYS.len())
+}
+
 proptest! {
+    /// Over keys of every scope, each layer setting any of them, and a tenant lock or not: when
+    /// every override is legal, the highest layer that sets a key wins (value, provenance and
+    /// `explain` agree); when any is illegal, the store refuses and names exactly the illegal
+    /// (key, layer) pairs.
+    #[test]
+    fn merge_precedence_over_keys_of_every_scope(
+        sys in layer_values(),
+        ten in layer_values(),
+        usr in layer_values(),
+        lock in any::<bool>(),
+    ) {
+        let lock_line = if lock { "policy.lock = [\"observability.level\"]\n" } else { "" };
+        let s = PolicySources::new()
+            .with_system("system.toml", &doc(&sys, ""))
+            .with_tenant(t("acme"), "tenants/acme.toml", &doc(&ten, lock_line))
+            .with_user(t("acme"), a("u"), "users/acme/u.toml", &doc(&usr, ""));
+        let mut illegal = Vec::new();
+        for (i, (key, scope)) in KEYS.iter().enumerate() {
+            // The scope rule, written out here rather than taken from the crate under test.
+            if ten[i].is_some() && *scope == Scope::System {
+                illegal.push((key.to_string(), Layer::Tenant, false));
+            }
+            if usr[i].is_some() && *scope != Scope::User {
+                illegal.push((key.to_string(), Layer::User, false));
+            } else if usr[i].is_some() && lock && *key == "observability.level" {
+                illegal.push((key.to_string(), Layer::User, true));
+            }
+        }
+        match PolicyStore::new(s) {
+            Err(errs) => {
+                let mut got: Vec<(String, Layer, bool)> = errs
+                    .errors()
+                    .iter()
+                    .map(|e| (
+                        e.key.clone().unwrap_or_default(),
+                        e.layer,
+                        e.kind == PolicyErrorKind::Locked,
+                    ))
+                    .collect();
+                got.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+                illegal.sort_by(|x, y| (&x.0, x.1).cmp(&(&y.0, y.1)));
+                prop_assert!(!illegal.is_empty(), "refused a legal policy: {errs}");
+                prop_assert_eq!(got, illegal);
+            }
+            Ok(store) => {
+                prop_assert!(illegal.is_empty(), "accepted {:?}", illegal);
+                let snap = store.user_snapshot(&t("acme"), &a("u")).unwrap();
+                for (i, (key, _)) in KEYS.iter().enumerate() {
+                    let (value, layer) = match (sys[i], ten[i], usr[i]) {
+                        (_, _, Some(n)) => (legal(key, n).1, Layer::User),
+                        (_, Some(n), _) => (legal(key, n).1, Layer::Tenant),
+                        (Some(n), _, _) => (legal(key, n).1, Layer::System),
+                        _ => (
+                            nodus_policy::Schema::builtin().get(key).unwrap().default.clone().unwrap(),
+                            Layer::Default,
+                        ),
+                    };
+                    prop_assert_eq!(snap.get(key), Some(&value), "{}", key);
+                    prop_assert_eq!(snap.provenance(key).unwrap().layer, layer, "{}", key);
+                    let why = store.explain(&t("acme"), Some(&a("u")), key).unwrap();
+                    prop_assert_eq!((why.value, why.layer), (value, layer));
+                    // Each lower layer that set it is listed, lowest first, below the winner.
+                    let lower: Vec<Layer> = why.lower.iter().map(|l| l.layer).collect();
+                    let mut expected = vec![Layer::Default];
+                    for (l, set) in [(Layer::System, sys[i]), (Layer::Tenant, ten[i]), (Layer::User, usr[i])] {
+                        if set.is_some() && l < layer {
+                            expected.push(l);
+                        }
+                    }
+                    if layer == Layer::Default {
+                        expected.clear();
+                    }
+                    prop_assert_eq!(lower, expected);
+                }
+            }
+        }
+    }
+
     /// For a user-scoped key, the highest layer that sets it always wins.
     #[test]
     fn highest_legal_override_wins(sys in set(), ten in set(), usr in set()) {
