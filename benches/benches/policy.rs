@@ -85,7 +85,17 @@ fn bench(c: &mut Criterion) {
     );
     let handle = store.tenant_handle(&acme);
 
+    // What the dispatch guard does: borrow the bound handle's snapshot (an arc-swap guard, no
+    // reference count) and test the permission bitsets.
     c.bench_function("policy/handle_snapshot+permits", |b| {
+        b.iter(|| {
+            handle.with_snapshot(|snap| {
+                black_box(snap.map(|s| s.permits(black_box(&subject), black_box(create))))
+            })
+        })
+    });
+    // The same through an owned `Arc<PolicySnapshot>` (a reference count taken and released).
+    c.bench_function("policy/handle_snapshot_arc+permits", |b| {
         b.iter(|| {
             let snap = handle.snapshot().unwrap();
             black_box(snap.permits(black_box(&subject), black_box(create)))

@@ -37,8 +37,8 @@ pub(crate) struct Compiled {
     pub(crate) schema: Arc<Schema>,
     pub(crate) scheme: LabelScheme,
     pub(crate) system: LayerValues,
-    pub(crate) system_effective: Effective,
-    pub(crate) tenants: BTreeMap<TenantId, (LayerValues, Effective)>,
+    pub(crate) system_effective: Arc<Effective>,
+    pub(crate) tenants: BTreeMap<TenantId, (LayerValues, Arc<Effective>)>,
     pub(crate) users: BTreeMap<(TenantId, ActorId), LayerValues>,
 }
 
@@ -263,7 +263,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(&scheme), &[]);
         check_locks(&mut cx, doc, Layer::Tenant, &pairs);
         let effective = overlay(&system_effective, Layer::Tenant, &values);
-        tenants.insert(tenant.clone(), (values, effective));
+        tenants.insert(tenant.clone(), (values, Arc::new(effective)));
     }
 
     let mut users = BTreeMap::new();
@@ -291,7 +291,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         schema: Arc::new(schema),
         scheme,
         system,
-        system_effective,
+        system_effective: Arc::new(system_effective),
         tenants,
         users,
     })

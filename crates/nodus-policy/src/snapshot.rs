@@ -37,7 +37,7 @@ pub struct PolicySnapshot {
     user: Option<ActorId>,
     epoch: u64,
     hash: [u8; 32],
-    values: Effective,
+    values: Arc<Effective>,
     schema: Arc<Schema>,
     scheme: LabelScheme,
     write_rule: WriteRule,
@@ -96,7 +96,7 @@ impl PolicySnapshot {
         tenant: Option<TenantId>,
         user: Option<ActorId>,
         epoch: u64,
-        values: Effective,
+        values: Arc<Effective>,
         schema: Arc<Schema>,
         scheme: LabelScheme,
         symbols: Arc<Symbols>,
@@ -415,7 +415,7 @@ impl PolicySnapshot {
     /// `{ "<key>": { "value": …, "layer": "tenant", "file": "tenants/acme.toml" } }`.
     pub fn to_json(&self) -> serde_json::Value {
         let mut m = serde_json::Map::new();
-        for (k, (v, p)) in &self.values {
+        for (k, (v, p)) in self.values.iter() {
             m.insert(
                 k.clone(),
                 serde_json::json!({ "value": v, "layer": p.layer, "file": p.file }),
@@ -425,6 +425,11 @@ impl PolicySnapshot {
     }
 
     pub(crate) fn values(&self) -> &Effective {
+        &self.values
+    }
+
+    /// The effective values, shared (snapshots and the compiled sources hold one copy).
+    pub(crate) fn values_shared(&self) -> &Arc<Effective> {
         &self.values
     }
 }

@@ -206,7 +206,7 @@ fn build_snapshots(
     epoch: u64,
     symbols: &Arc<Symbols>,
 ) -> (Arc<PolicySnapshot>, BTreeMap<TenantId, Arc<PolicySnapshot>>) {
-    let mk = |tenant: Option<TenantId>, values: &Effective| {
+    let mk = |tenant: Option<TenantId>, values: &Arc<Effective>| {
         Arc::new(PolicySnapshot::compile(
             tenant,
             None,
@@ -354,8 +354,8 @@ impl PolicyStore {
             return Some(s.clone());
         }
         let values = match layer {
-            Some(u) => overlay(base.values(), Layer::User, u),
-            None => base.values().clone(),
+            Some(u) => Arc::new(overlay(base.values(), Layer::User, u)),
+            None => base.values_shared().clone(),
         };
         let snap = Arc::new(PolicySnapshot::compile(
             Some(tenant.clone()),
@@ -580,7 +580,7 @@ impl PolicyStore {
             let effective = |c: &Compiled, layer: Option<&LayerValues>| {
                 c.tenants.get(&key.0).map(|(_, eff)| match layer {
                     Some(u) => overlay(eff, Layer::User, u),
-                    None => eff.clone(),
+                    None => Effective::clone(eff),
                 })
             };
             if let (Some(a), Some(b)) = (effective(&old.compiled, was), effective(&compiled, is)) {
@@ -651,19 +651,48 @@ fn diff(
     keep: impl Fn(Option<&Provenance>, Option<&Provenance>) -> bool,
 ) -> Vec<KeyChange> {
     let mut out = Vec::new();
-    let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
-    for k in keys {
-        let (o, n) = (old.get(k), new.get(k));
-        if o != n && keep(o.map(|(_, p)| p), n.map(|(_, p)| p)) {
-            out.push(KeyChange {
-                tenant: tenant.cloned(),
-                user: user.cloned(),
-                key: k.clone(),
-                old: o.map(|(v, _)| v.clone()),
-                new: n.map(|(v, _)| v.clone()),
-                old_from: o.map(|(_, p)| p.clone()),
-                new_from: n.map(|(_, p)| p.clone()),
-            });
+    let mut push =
+        |k: &String, o: Option<&(Value, Provenance)>, n: Option<&(Value, Provenance)>| {
+            if o != n && keep(o.map(|(_, p)| p), n.map(|(_, p)| p)) {
+                out.push(KeyChange {
+                    tenant: tenant.cloned(),
+                    user: user.cloned(),
+                    key: k.clone(),
+                    old: o.map(|(v, _)| v.clone()),
+                    new: n.map(|(v, _)| v.clone()),
+                    old_from: o.map(|(_, p)| p.clone()),
+                    new_from: n.map(|(_, p)| p.clone()),
+                });
+            }
+        };
+    // Both maps iterate in key order: one merge pass, no key set to build.
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (Some((ka, va)), Some((kb, vb))) => match ka.cmp(kb) {
+                std::cmp::Ordering::Less => {
+                    push(ka, Some(va), None);
+                    a.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    push(kb, None, Some(vb));
+                    b.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    push(ka, Some(va), Some(vb));
+                    a.next();
+                    b.next();
+                }
+            },
+            (Some((ka, va)), None) => {
+                push(ka, Some(va), None);
+                a.next();
+            }
+            (None, Some((kb, vb))) => {
+                push(kb, None, Some(vb));
+                b.next();
+            }
+            (None, None) => break,
         }
     }
     out
