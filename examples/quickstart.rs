@@ -6,10 +6,13 @@
 //!
 //! It builds a `Nodus` on the embedded defaults (SQLite vault and audit log in a temporary data
 //! directory) with the sample policies in `examples/policies` — two tenants, roles viewer / editor /
-//! admin — registers three commands, then walks through what the front door does: an allowed call, a
-//! permission denial, a clearance denial, a rate-limit denial with its retry time, a policy hot
-//! reload that changes an outcome, and finally verifies the audit log every one of those calls left
-//! behind.
+//! admin — registers three commands (one labelled, one in a strict rate class), then walks through
+//! what the front door does: an allowed call, a permission denial, a clearance denial, a rate-limit
+//! denial with its retry time (and the call admitted after waiting it out), a JSON call with a bad
+//! field, a policy hot reload that changes an outcome, and finally verifies the audit log every one
+//! of those calls left behind and prints the signed checkpoint that covers it.
+//!
+//! `docs/getting-started.md` walks through this file step by step.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -138,7 +141,7 @@ fn run() -> Result<(), Box<dyn Error>> {
     println!(
         "Nodus is up: policy epoch {}, data in {}",
         nodus.policy().epoch(),
-        work.path().join("data").display()
+        data_dir.display()
     );
 
     // -----------------------------------------------------------------------------------------
@@ -181,18 +184,22 @@ fn run() -> Result<(), Box<dyn Error>> {
     show("root (TOP SECRET//CRYPTO,NOFORN) reads it", &r);
 
     println!("\nRate limits (class `strict`, from policy):");
+    let mut retry_after = None;
     for i in 1..=3 {
         let r = nodus.invoke::<ExportNotes>(&alice, ());
         show(&format!("alice exports, call {i}"), &r);
-        if let Some(retry) = r
-            .as_ref()
-            .err()
-            .and_then(DispatchError::denial)
-            .and_then(|d| d.retry_after)
-        {
-            println!("    → retry after {} ms", retry.as_millis().max(1));
+        if let Some(d) = r.as_ref().err().and_then(DispatchError::denial) {
+            retry_after = d.retry_after;
         }
     }
+    // The denial says when the budget refills; waiting that long is enough.
+    let wait = retry_after.ok_or("the third export should have been rate limited")?;
+    std::thread::sleep(wait + std::time::Duration::from_millis(5));
+    let r = nodus.invoke::<ExportNotes>(&alice, ());
+    show(
+        &format!("alice exports after waiting {} ms", wait.as_millis()),
+        &r,
+    );
 
     println!("\nJSON entry point (what a Tauri `invoke` or HTTP gateway would call):");
     let r = nodus.dispatch(&alice, "notes.create", r#"{"title": 7}"#);
@@ -236,11 +243,17 @@ fn run() -> Result<(), Box<dyn Error>> {
     let report = nodus.verify_audit()?;
     let checkpoint = nodus.flush_audit()?;
     println!("  {} records, verified: {}", report.size, report.valid);
-    println!("  latest signed checkpoint:\n{}", indent(&checkpoint.note));
+    println!(
+        "  latest signed checkpoint covers {} records, root hash {}",
+        checkpoint.checkpoint.size,
+        hex::encode(checkpoint.checkpoint.root)
+    );
+    println!("{}", indent(&checkpoint.note));
+    println!("  the last records:");
     for r in nodus.audit_log().tail(4)? {
         let rec = r.record;
         println!(
-            "  #{:<3} {:<16} {:<14} {:?} {}",
+            "    #{:<3} {:<16} {:<14} {:?} {}",
             r.seq,
             rec.kind,
             rec.command.as_deref().unwrap_or("-"),

@@ -197,6 +197,12 @@ impl NodusBuilder {
         policy.recompile();
 
         let config = audit_config(&system, self.audit_origin)?;
+        let components = ComponentRegistry::new();
+        for spec in self.components {
+            components
+                .register(spec)
+                .map_err(|e| BuildError::Component(e.to_string()))?;
+        }
         let data_dir = match &storage {
             Storage::Dir(dir) => {
                 std::fs::create_dir_all(dir).map_err(|source| BuildError::DataDir {
@@ -207,12 +213,6 @@ impl NodusBuilder {
             }
             Storage::Memory => None,
         };
-        let components = ComponentRegistry::new();
-        for spec in self.components {
-            components
-                .register(spec)
-                .map_err(|e| BuildError::Component(e.to_string()))?;
-        }
         let (vault, default_trust): (Arc<dyn SecretVault>, Option<TrustStore>) =
             match (self.vault, self.master_key) {
                 (Some(v), _) => (v, None),

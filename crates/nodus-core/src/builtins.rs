@@ -21,7 +21,8 @@ pub struct NoInput {}
 
 /// `policy.reload`: re-reads the policy directory the instance was built with, validates it, swaps
 /// every tenant's snapshot atomically, audits the reload and publishes `policy.reloaded`. Output: the
-/// reload report (tenants added/removed/changed, key-level diff with provenance).
+/// caller's tenant's part of the reload report ([`ReloadReport::for_tenant`]: whether it was added,
+/// removed or changed, and the key-level diff of its own and the system layers, with provenance).
 pub struct PolicyReload(pub(crate) WeakNodus);
 
 impl Command for PolicyReload {
@@ -32,9 +33,11 @@ impl Command for PolicyReload {
             .rate_class("admin")
             .description("reload policy from its directory")
     }
-    fn call(&self, _ctx: &Context, _input: Option<NoInput>) -> Result<ReloadReport, CommandError> {
+    fn call(&self, ctx: &Context, _input: Option<NoInput>) -> Result<ReloadReport, CommandError> {
+        // The caller sees its own tenant's part of the report, never another tenant's changes.
         instance(&self.0)?
             .reload_policy_from_dir()
+            .map(|report| report.for_tenant(ctx.tenant()))
             .map_err(|e| CommandError::new("ReloadFailed", e.to_string()))
     }
 }

@@ -230,6 +230,7 @@ impl Nodus {
             return self.fail_unknown(ctx, name);
         };
         let snap = self.guard(ctx, entry)?;
+        self.audit_ready()?;
         let span =
             tracing::debug_span!("nodus.invoke", command = %entry.name(), tenant = %ctx.tenant());
         let _enter = span.enter();
@@ -287,6 +288,7 @@ impl Nodus {
             self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, None)?;
             return Err(err);
         }
+        self.audit_ready()?;
         let span =
             tracing::debug_span!("nodus.dispatch", command = %entry.name(), tenant = %ctx.tenant());
         let _enter = span.enter();
@@ -333,6 +335,15 @@ impl Nodus {
                 Err(err)
             }
         }
+    }
+
+    /// Fails closed before a handler runs when the audit log can no longer record its outcome.
+    #[inline]
+    fn audit_ready(&self) -> Result<(), DispatchError> {
+        self.inner
+            .audit
+            .check()
+            .map_err(|e| DispatchError::AuditUnavailable(Arc::new(e)))
     }
 
     /// The guard: tenant, quarantine, RBAC, MAC, rate. A denial is audited before it is returned.
@@ -569,8 +580,18 @@ impl Nodus {
                     changes.len().to_string(),
                 );
                 self.audit_event(rec)?;
-                let payload = serde_json::to_value(&report).unwrap_or(serde_json::Value::Null);
-                let _ = self.inner.events.publish("policy.reloaded", None, payload);
+                // Each tenant hears about its own changes only; a system-wide event, when the
+                // system layer changed, carries that layer's changes (which every tenant inherits).
+                let events = &self.inner.events;
+                let system = report.system_part();
+                if !system.diff.is_empty() {
+                    let system = serde_json::to_value(system).unwrap_or_default();
+                    let _ = events.publish("policy.reloaded", None, system);
+                }
+                for t in report.tenants() {
+                    let part = serde_json::to_value(report.for_tenant(&t)).unwrap_or_default();
+                    let _ = events.publish("policy.reloaded", Some(&t), part);
+                }
                 Ok(report)
             }
             Err(errors) => {
@@ -593,8 +614,15 @@ impl Nodus {
         time_ms: u64,
     ) -> Result<(), nodus_security::audit::AuditError> {
         let inner = &*self.inner;
+        // Every tenant with a policy, plugins or components: a tenant removed from policy loses its
+        // extensions (quarantined, not deleted) like one whose policy stopped allowing them.
         let mut tenants = inner.policy.tenants();
-        for t in inner.plugins.tenants() {
+        for t in inner
+            .plugins
+            .tenants()
+            .into_iter()
+            .chain(inner.components.tenants())
+        {
             if !tenants.contains(&t) {
                 tenants.push(t);
             }

@@ -367,6 +367,21 @@ fn a_label_the_new_policy_cannot_parse_quarantines_the_command() {
         denial(n.invoke::<ReadReport>(&alice, ()).unwrap_err()),
         DenyReason::Quarantined
     );
+    assert_eq!(
+        last_record(&n),
+        (
+            "reports.read".into(),
+            Outcome::Denied,
+            Some("Quarantined".into())
+        )
+    );
+    // The JSON entry point refuses it too, before parsing anything.
+    assert_eq!(
+        denial(n.dispatch(&alice, "reports.read", "not json").unwrap_err()),
+        DenyReason::Quarantined
+    );
+    // Kept and visible to an admin, with the reason; not deleted.
+    assert_eq!(n.commands().len(), 8);
     let info = n
         .commands()
         .into_iter()
@@ -384,11 +399,58 @@ fn sources_for_restore() -> nodus_core::PolicySources {
     sources(false)
 }
 
+/// One audit record as (kind, command, outcome, reason).
+type Row = (String, String, Outcome, Option<String>);
+
+fn rows(nodus: &Nodus, n: usize) -> Vec<Row> {
+    nodus.flush_audit().unwrap();
+    nodus
+        .audit_log()
+        .tail(n)
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            (
+                r.record.kind.to_string(),
+                r.record.command.as_deref().unwrap_or("").to_owned(),
+                r.record.outcome,
+                r.record.reason.as_deref().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn row(kind: &str, command: &str, outcome: Outcome, reason: Option<&str>) -> Row {
+    (
+        kind.to_owned(),
+        command.to_owned(),
+        outcome,
+        reason.map(str::to_owned),
+    )
+}
+
+/// Every outcome the front door can produce — allowed, each denial reason, unknown command,
+/// oversized payload, invalid input, handler error — leaves exactly one record with the right
+/// outcome and reason code, read back through the public API, and the log verifies afterwards.
 #[test]
 fn every_outcome_is_audited_and_the_log_verifies() {
     let n = build_in_memory();
     let alice = ctx(&n, "acme", "alice", &["editor"], "CONFIDENTIAL");
     let bob = ctx(&n, "acme", "bob", &["viewer"], "UNCLASSIFIED");
+    let root = ctx(&n, "acme", "root", &["admin"], "TOP SECRET//CRYPTO,NOFORN");
+    let stranger = {
+        let s = n
+            .subject(
+                &tenant("acme"),
+                actor("mallory"),
+                &["admin"],
+                "UNCLASSIFIED",
+            )
+            .unwrap();
+        n.context(&tenant("initech"), s, "s")
+    };
+    let before = n.flush_audit().unwrap().checkpoint.size;
+
     let _ = n.invoke::<Ping>(&alice, 1); // allowed
     let _ = n.invoke::<CreateNote>(
         &bob,
@@ -398,44 +460,100 @@ fn every_outcome_is_audited_and_the_log_verifies() {
         },
     ); // MissingPermission
     let _ = n.invoke::<ReadReport>(&alice, ()); // ClearanceTooLow
+    let _ = n.invoke::<Ping>(&stranger, 1); // UnknownTenant
+    for _ in 0..3 {
+        let _ = n.invoke::<ExportNotes>(&alice, ()); // allowed, allowed, RateLimited
+    }
     let _ = n.dispatch(&alice, "nope.nope", "{}"); // UnknownCommand
-    let _ = n.dispatch(&alice, "notes.create", "{"); // InvalidInput
+    let big = format!("\"{}\"", "x".repeat(300));
+    let _ = n.dispatch(&alice, "notes.create", &big); // PayloadTooLarge
+    let _ = n.dispatch(&alice, "notes.create", r#"{"title": 1}"#); // InvalidInput
     let _ = n.invoke::<CreateNote>(
         &alice,
         NewNote {
             title: String::new(),
             tags: vec![],
         },
-    ); // EmptyTitle
-    for _ in 0..3 {
-        let _ = n.invoke::<ExportNotes>(&alice, ()); // allowed, allowed, RateLimited
-    }
-    let reasons: Vec<Option<String>> = last_records(&n, 9).into_iter().map(|r| r.2).collect();
+    ); // the handler's own code: EmptyTitle
+    // A policy without the CRYPTO compartment quarantines `reports.read` (SECRET//CRYPTO).
+    let no_crypto = common::SYSTEM.replace(r#""CRYPTO", "#, "");
+    let quarantine = nodus_core::PolicySources::new()
+        .with_system("system.toml", &no_crypto)
+        .with_tenant(tenant("acme"), "tenants/acme.toml", &tenant_toml(false));
+    n.reload_policy(quarantine).unwrap();
+    let e = n.invoke::<ReadReport>(&root, ()).unwrap_err(); // Quarantined
+    assert_eq!(denial(e), DenyReason::Quarantined);
+
+    let d = "dispatch";
+    let got = rows(&n, 13);
     assert_eq!(
-        reasons,
+        got,
         vec![
-            None,
-            Some("MissingPermission".into()),
-            Some("ClearanceTooLow".into()),
-            Some("UnknownCommand".into()),
-            Some("InvalidInput".into()),
-            Some("EmptyTitle".into()),
-            None,
-            None,
-            Some("RateLimited".into()),
+            row(d, "notes.ping", Outcome::Allowed, None),
+            row(
+                d,
+                "notes.create",
+                Outcome::Denied,
+                Some("MissingPermission")
+            ),
+            row(d, "reports.read", Outcome::Denied, Some("ClearanceTooLow")),
+            row(d, "notes.ping", Outcome::Denied, Some("UnknownTenant")),
+            row(d, "notes.export", Outcome::Allowed, None),
+            row(d, "notes.export", Outcome::Allowed, None),
+            row(d, "notes.export", Outcome::Denied, Some("RateLimited")),
+            row(d, "nope.nope", Outcome::Error, Some("UnknownCommand")),
+            row(d, "notes.create", Outcome::Error, Some("PayloadTooLarge")),
+            row(d, "notes.create", Outcome::Error, Some("InvalidInput")),
+            row(d, "notes.create", Outcome::Error, Some("EmptyTitle")),
+            row("policy.reloaded", "", Outcome::Allowed, None),
+            row(d, "reports.read", Outcome::Denied, Some("Quarantined")),
         ]
     );
+    // Every denial reason the guard has is among them.
+    for reason in [
+        DenyReason::UnknownTenant,
+        DenyReason::Quarantined,
+        DenyReason::MissingPermission,
+        DenyReason::ClearanceTooLow,
+        DenyReason::RateLimited,
+    ] {
+        assert!(
+            got.iter().any(|r| r.3.as_deref() == Some(reason.code())),
+            "{reason} not audited"
+        );
+    }
+    // Details a reader needs: the bad field's path, the retry time, the new epoch.
+    let tail = n.audit_log().tail(13).unwrap();
+    assert_eq!(
+        tail[9].record.detail.get("path").map(String::as_str),
+        Some("title")
+    );
+    assert!(tail[6].record.detail.contains_key("retry_after_ms"));
+    assert_eq!(tail[12].record.policy_epoch, n.policy().epoch());
+    assert!(tail[0].record.policy_epoch < n.policy().epoch());
+
     let report = n.verify_audit().unwrap();
     assert!(report.valid, "{report:?}");
-    assert!(report.size >= 9);
-    // The built-in audit commands go through the same door.
+    assert_eq!(report.size, before + 13, "exactly one record per call");
+    assert_eq!(report.latest.unwrap().size, report.size);
+}
+
+#[test]
+fn builtin_audit_commands_go_through_the_same_door() {
+    let n = build_in_memory();
+    let bob = ctx(&n, "acme", "bob", &["viewer"], "UNCLASSIFIED");
     let admin = ctx(&n, "acme", "root", &["admin"], "UNCLASSIFIED");
+    let _ = n.invoke::<Ping>(&bob, 1);
     let v = n.dispatch(&admin, "audit.verify", "{}").unwrap();
     assert_eq!(v["valid"], true);
     let cp = n.dispatch(&admin, "audit.checkpoint", "null").unwrap();
     assert!(cp["note"].as_str().unwrap().contains("nodus.local/audit"));
     assert_eq!(
         denial(n.dispatch(&bob, "audit.verify", "{}").unwrap_err()),
+        DenyReason::MissingPermission
+    );
+    assert_eq!(
+        denial(n.dispatch(&bob, "audit.checkpoint", "{}").unwrap_err()),
         DenyReason::MissingPermission
     );
 }
@@ -609,4 +727,158 @@ fn data_dir_persists_the_audit_log_across_restarts() {
         .build()
         .unwrap_err();
     assert!(matches!(e, BuildError::Vault(_)), "{e}");
+}
+
+#[test]
+fn invoking_an_unregistered_type_is_an_audited_unknown_command() {
+    // An instance without `ReadReport`.
+    let n = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(sources(false))
+        .command(Ping)
+        .build()
+        .unwrap();
+    let root = ctx(&n, "acme", "root", &["admin"], "TOP SECRET//CRYPTO");
+    let e = n.invoke::<ReadReport>(&root, ()).unwrap_err();
+    assert_eq!(e.code(), "UnknownCommand");
+    assert!(
+        matches!(&e, DispatchError::UnknownCommand(name) if name.ends_with("ReadReport")),
+        "{e:?}"
+    );
+    let (cmd, outcome, reason) = last_record(&n);
+    assert!(cmd.ends_with("ReadReport"), "{cmd}");
+    assert_eq!(
+        (outcome, reason.as_deref()),
+        (Outcome::Error, Some("UnknownCommand"))
+    );
+}
+
+#[test]
+fn a_payload_exactly_at_the_limit_is_parsed_one_byte_more_is_not() {
+    let n = build_in_memory();
+    let alice = ctx(&n, "acme", "alice", &["editor"], "UNCLASSIFIED");
+    let wrap = |len: usize| {
+        let prefix = r#"{"title":""#;
+        let suffix = r#""}"#;
+        format!(
+            "{prefix}{}{suffix}",
+            "x".repeat(len - prefix.len() - suffix.len())
+        )
+    };
+    let at = wrap(256);
+    assert_eq!(at.len(), 256);
+    assert!(n.dispatch(&alice, "notes.create", &at).is_ok());
+    let over = wrap(257);
+    let e = n.dispatch(&alice, "notes.create", &over).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            DispatchError::PayloadTooLarge {
+                size: 257,
+                limit: 256,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(e.to_json()["code"], "PayloadTooLarge");
+}
+
+#[test]
+fn json_handlers_share_the_guard_the_errors_and_the_audit() {
+    use nodus_core::registry::commands::JsonCallError;
+    let n = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(sources(false))
+        .json_command(
+            nodus_core::CommandSpec::new("notes.search")
+                .permission("notes.read")
+                .min_label("CONFIDENTIAL"),
+            |ctx, payload| match payload {
+                "\"boom\"" => Err(JsonCallError::Handler(nodus_core::CommandError::new(
+                    "SearchFailed",
+                    "index offline",
+                ))),
+                "1" => Err(JsonCallError::InvalidInput {
+                    path: "query".into(),
+                    message: "expected a string".into(),
+                }),
+                _ => Ok(json!({ "tenant": ctx.tenant().as_str(), "hits": 0 })),
+            },
+        )
+        .build()
+        .unwrap();
+    let bob = ctx(&n, "acme", "bob", &["viewer"], "CONFIDENTIAL");
+    assert_eq!(
+        n.dispatch(&bob, "notes.search", "\"q\"").unwrap(),
+        json!({"tenant": "acme", "hits": 0})
+    );
+    let low = ctx(&n, "acme", "lou", &["viewer"], "UNCLASSIFIED");
+    assert_eq!(
+        denial(n.dispatch(&low, "notes.search", "\"q\"").unwrap_err()),
+        DenyReason::ClearanceTooLow
+    );
+    let e = n.dispatch(&bob, "notes.search", "\"boom\"").unwrap_err();
+    assert_eq!(e.code(), "SearchFailed");
+    let e = n.dispatch(&bob, "notes.search", "1").unwrap_err();
+    assert_eq!(e.to_json()["path"], "query");
+    let got: Vec<Option<String>> = last_records(&n, 4).into_iter().map(|r| r.2).collect();
+    assert_eq!(
+        got,
+        vec![
+            None,
+            Some("ClearanceTooLow".into()),
+            Some("SearchFailed".into()),
+            Some("InvalidInput".into())
+        ]
+    );
+}
+
+/// Contexts bind a per-tenant slot, not a snapshot: a reload that adds or removes a tenant takes
+/// effect on contexts already handed out.
+#[test]
+fn a_reload_adding_or_removing_a_tenant_reaches_live_contexts() {
+    let n = build_in_memory();
+    let s = n
+        .subject(&tenant("acme"), actor("ivy"), &["editor"], "UNCLASSIFIED")
+        .unwrap();
+    let ivy = n.context(&tenant("initech"), s, "s");
+    assert_eq!(
+        denial(n.invoke::<Ping>(&ivy, 1).unwrap_err()),
+        DenyReason::UnknownTenant
+    );
+    let with_initech = sources(false).with_tenant(
+        tenant("initech"),
+        "tenants/initech.toml",
+        &tenant_toml(false),
+    );
+    let report = n.reload_policy(with_initech).unwrap();
+    assert_eq!(report.added, vec![tenant("initech")]);
+    assert_eq!(n.invoke::<Ping>(&ivy, 1).unwrap(), 2);
+    let report = n.reload_policy(sources(false)).unwrap();
+    assert_eq!(report.removed, vec![tenant("initech")]);
+    assert_eq!(
+        denial(n.invoke::<Ping>(&ivy, 1).unwrap_err()),
+        DenyReason::UnknownTenant
+    );
+}
+
+#[test]
+fn denials_render_for_a_json_host() {
+    let n = build_in_memory();
+    let bob = ctx(&n, "acme", "bob", &["viewer"], "UNCLASSIFIED");
+    let e = n
+        .dispatch(&bob, "notes.create", r#"{"title":"x"}"#)
+        .unwrap_err();
+    assert_eq!(
+        e.to_json(),
+        json!({
+            "code": "MissingPermission",
+            "message": "`notes.create` denied: MissingPermission"
+        })
+    );
+    let d = e.denial().unwrap();
+    assert_eq!((&*d.command, d.retry_after), ("notes.create", None));
 }

@@ -87,7 +87,11 @@ fn two_instances_share_no_state() {
     // Audit logs are separate.
     let size_a = a.verify_audit().unwrap().size;
     let size_b = b.verify_audit().unwrap().size;
-    assert_ne!(a.audit_log().public_key(), [0u8; 32]);
+    assert_ne!(
+        a.audit_log().public_key(),
+        b.audit_log().public_key(),
+        "each instance signs its own log with its own vault's key"
+    );
     let before = b.audit_log().size().unwrap();
     a.invoke::<Ping>(&alice_a, 1).unwrap();
     a.flush_audit().unwrap();
@@ -109,4 +113,65 @@ fn two_instances_share_no_state() {
     b.reload_policy(sources(true)).unwrap();
     assert!(b.invoke::<CreateNote>(&alice_b, note()).is_ok());
     assert!(b.verify_audit().unwrap().valid);
+}
+
+/// Extensions are per instance too: a trusted issuer, a loaded plugin and component visibility in
+/// one instance mean nothing in another, and their events stay on their own bus.
+#[test]
+fn two_instances_share_no_extensions() {
+    use ed25519_dalek::SigningKey;
+    use nodus_core::registry::components::ComponentSpec;
+    use nodus_core::registry::events::Scope;
+    use nodus_core::registry::plugins::{DenyReason, PluginManifest, SignedManifest};
+
+    let doc = format!(
+        "{}\n[plugins]\nallowed = [\"kv\"]\n[ui]\nallowed_components = [\"note-editor\"]\n",
+        tenant_toml(false)
+    );
+    let policy = || {
+        PolicySources::new()
+            .with_system("system.toml", SYSTEM)
+            .with_tenant(tenant("acme"), "tenants/acme.toml", &doc)
+    };
+    let a = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(policy())
+        .component(ComponentSpec::new(
+            "note-editor",
+            "editor",
+            serde_json::json!({}),
+        ))
+        .build()
+        .unwrap();
+    let b = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(policy())
+        .build()
+        .unwrap();
+    let acme = tenant("acme");
+    assert_eq!(a.components().visible(&acme).len(), 1);
+    assert!(b.components().visible(&acme).is_empty());
+
+    let issuer = SigningKey::from_bytes(&[61; 32]);
+    a.trust_store()
+        .add_issuer(&acme, &issuer.verifying_key().to_bytes(), None, None)
+        .unwrap();
+    let kv = SignedManifest::sign(
+        &PluginManifest::new("kv", "1.0.0", acme.clone(), ["notes.read"]),
+        &issuer,
+    )
+    .unwrap();
+    let on_b = b.events().subscribe("*", Scope::AllTenants, 16).unwrap();
+    a.load_plugin(&acme, &kv).unwrap();
+    assert!(a.plugins().is_active(&acme, "kv"));
+    assert!(b.plugins().list(&acme).is_empty());
+    assert_eq!(
+        b.load_plugin(&acme, &kv).unwrap_err().reason,
+        DenyReason::UnknownIssuer,
+        "b does not trust what a trusts"
+    );
+    let b_topics: Vec<String> = on_b.drain().iter().map(|e| e.topic.to_string()).collect();
+    assert_eq!(b_topics, vec!["plugin.denied"], "only b's own refusal");
 }

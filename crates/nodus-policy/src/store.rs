@@ -116,6 +116,65 @@ pub struct ReloadReport {
     pub diff: Vec<KeyChange>,
 }
 
+impl ReloadReport {
+    /// The part of this report one tenant may see: whether it was added, removed or changed, its
+    /// users' changes, and the key changes of its own layers and of the system layer (which every
+    /// tenant inherits). Nothing about any other tenant.
+    pub fn for_tenant(&self, tenant: &TenantId) -> ReloadReport {
+        let mine = |t: &TenantId| t == tenant;
+        ReloadReport {
+            epoch: self.epoch,
+            added: self.added.iter().filter(|t| mine(t)).cloned().collect(),
+            removed: self.removed.iter().filter(|t| mine(t)).cloned().collect(),
+            changed: self.changed.iter().filter(|t| mine(t)).cloned().collect(),
+            changed_users: self
+                .changed_users
+                .iter()
+                .filter(|(t, _)| mine(t))
+                .cloned()
+                .collect(),
+            diff: self
+                .diff
+                .iter()
+                .filter(|k| k.tenant.as_ref().is_none_or(mine))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The part of this report about the system layer only (what every tenant may see).
+    pub fn system_part(&self) -> ReloadReport {
+        ReloadReport {
+            epoch: self.epoch,
+            added: vec![],
+            removed: vec![],
+            changed: vec![],
+            changed_users: vec![],
+            diff: self
+                .diff
+                .iter()
+                .filter(|k| k.tenant.is_none())
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Every tenant this report mentions (added, removed, changed, or with a changed user).
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut out: Vec<TenantId> = self
+            .added
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.changed)
+            .chain(self.changed_users.iter().map(|(t, _)| t))
+            .cloned()
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// One layer's value of a key, for [`Explanation`].
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LayerValue {
@@ -304,7 +363,9 @@ impl PolicyStore {
     }
 
     /// A handle that loads the tenant's snapshot without hashing (resolve once per session). A
-    /// handle for an unknown tenant starts answering when a reload adds the tenant.
+    /// handle for an unknown tenant starts answering when a reload adds the tenant. The store keeps
+    /// a slot for a tenant without a policy only while some handle holds it, so handles made for
+    /// arbitrary (untrusted) tenant ids cost nothing once dropped.
     pub fn tenant_handle(&self, tenant: &TenantId) -> TenantHandle {
         if let Some(slot) = self.slots.load().get(tenant) {
             return TenantHandle {
@@ -315,6 +376,11 @@ impl PolicyStore {
         }
         let _w = self.write.lock();
         let mut map = HashMap::clone(&self.slots.load());
+        // A slot for a tenant without a policy lives only while a handle holds it: tenant ids
+        // from untrusted input must not grow the map without bound.
+        let state = self.state.load();
+        // (The published map and this copy hold two references; a handle makes a third.)
+        map.retain(|t, slot| state.tenants.contains_key(t) || Arc::strong_count(slot) > 2);
         let slot = map.entry(tenant.clone()).or_default().clone();
         self.slots.store(Arc::new(map));
         TenantHandle {
@@ -322,6 +388,12 @@ impl PolicyStore {
             slot,
             fallback: self.fallback.clone(),
         }
+    }
+
+    /// How many tenant slots the store holds: one per tenant with a policy, plus one per tenant
+    /// without a policy that a live [`TenantHandle`] still refers to. For monitoring.
+    pub fn slot_count(&self) -> usize {
+        self.slots.load().len()
     }
 
     /// The system snapshot (system layer ⊕ defaults).
@@ -625,6 +697,9 @@ impl PolicyStore {
                 slot.snap.store(None);
             }
         }
+        // Slots of tenants without a policy are kept only while a handle holds them (the
+        // published map and this copy hold two references; a handle makes a third).
+        slots.retain(|t, slot| published.contains_key(t) || Arc::strong_count(slot) > 2);
         self.slots.store(Arc::new(slots));
         self.fallback
             .store(unknown_gets_defaults(&system).then(|| system.clone()));

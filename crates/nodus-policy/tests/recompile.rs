@@ -88,3 +88,32 @@ fn a_reload_that_changes_nothing_else_still_replaces_stale_tables() {
         .unwrap();
     assert!(store.snapshot(&acme).unwrap().is_current());
 }
+
+#[test]
+fn handles_for_unknown_tenants_do_not_accumulate() {
+    let store = store();
+    let acme = TenantId::new("acme").unwrap();
+    let before = store.slot_count();
+    for i in 0..1_000 {
+        let h = store.tenant_handle(&TenantId::new(format!("stranger{i}")).unwrap());
+        assert!(h.snapshot().is_none());
+    }
+    // Each dropped handle's slot is reclaimed by the next unknown-tenant lookup.
+    assert!(store.slot_count() <= before + 1, "{}", store.slot_count());
+    // A live handle for a tenant that a reload then adds starts answering.
+    let late = TenantId::new("late").unwrap();
+    let h = store.tenant_handle(&late);
+    assert!(h.snapshot().is_none());
+    let _other = store.tenant_handle(&TenantId::new("another").unwrap());
+    let tenant = "[rbac.roles]\nviewer = [\"notes.read\"]\n";
+    store
+        .reload(
+            PolicySources::new()
+                .with_system("system.toml", "")
+                .with_tenant(acme.clone(), "tenants/acme.toml", tenant)
+                .with_tenant(late.clone(), "tenants/late.toml", tenant),
+        )
+        .unwrap();
+    assert!(h.snapshot().is_some());
+    assert!(store.tenant_handle(&acme).snapshot().is_some());
+}

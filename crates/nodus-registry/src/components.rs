@@ -217,6 +217,12 @@ impl ComponentRegistry {
             .collect()
     }
 
+    /// Tenants whose visibility has been set by a revalidation (so that a caller revalidating
+    /// after a reload can include tenants the new policy no longer has).
+    pub fn tenants(&self) -> Vec<TenantId> {
+        self.state.load().allowed.keys().cloned().collect()
+    }
+
     /// Every registered component.
     pub fn all(&self) -> Vec<ComponentSpec> {
         self.state
@@ -292,5 +298,25 @@ mod tests {
             vec!["c".to_string()]
         );
         assert_eq!(r.all().len(), 3);
+        assert_eq!(r.tenants(), vec![t("acme")]);
+    }
+
+    #[test]
+    fn a_tenant_revalidated_with_nothing_allowed_sees_nothing() {
+        let r = ComponentRegistry::new();
+        for id in ["a", "b"] {
+            r.register(ComponentSpec::new(id, "x", json!({}))).unwrap();
+        }
+        r.revalidate(&t("gone"), &|_: &str| true);
+        assert_eq!(r.visible(&t("gone")).len(), 2);
+        // What a caller does for a tenant its new policy no longer has.
+        let changes = r.revalidate(&t("gone"), &|_: &str| false);
+        assert_eq!(changes.len(), 2);
+        assert!(changes.iter().all(|c| c.quarantined));
+        assert!(r.visible(&t("gone")).is_empty());
+        assert_eq!(
+            r.quarantined(&t("gone")),
+            vec!["a".to_string(), "b".to_string()]
+        );
     }
 }

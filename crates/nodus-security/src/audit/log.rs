@@ -307,6 +307,15 @@ pub trait AuditSink: Send + Sync {
     /// # Errors
     /// [`AuditError::WriterStopped`] or [`AuditError::Closed`].
     fn record(&self, record: AuditRecord) -> Result<(), AuditError>;
+    /// Whether the sink can take records now: `Err` once the writer stopped or the log was shut
+    /// down. The dispatcher asks before running a handler, so nothing acts unaudited. Cheap (an
+    /// atomic load); the default says yes.
+    ///
+    /// # Errors
+    /// The error `record` would return.
+    fn check(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
     /// A barrier: returns once everything enqueued before it is durable, with the checkpoint
     /// covering it.
     ///
@@ -1075,6 +1084,11 @@ fn tail_conn(conn: &Connection, n: usize) -> Result<Vec<StoredRecord>, AuditErro
 }
 
 impl AuditSink for AuditLog {
+    #[inline]
+    fn check(&self) -> Result<(), AuditError> {
+        self.shared.check()
+    }
+
     #[inline]
     fn record(&self, record: AuditRecord) -> Result<(), AuditError> {
         self.shared.check()?;
