@@ -3,16 +3,22 @@
 //! ```sh
 //! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>]
 //! cargo run -p nodus-examples --example audit_tool -- export <audit.db> <export.json>
-//! cargo run -p nodus-examples --example audit_tool -- prove  <export.json> <index>
+//! cargo run -p nodus-examples --example audit_tool -- prove  <export.json> <index> [--key <base64|hex>]
 //! cargo run -p nodus-examples --example audit_tool -- tail   <audit.db> [n]
 //! ```
 //!
-//! JSON on stdout, messages on stderr. Exit code 0 when the log is valid (or the command
-//! succeeded), 1 when tampering is found (or a file cannot be read), 2 on usage errors.
+//! JSON on stdout (also for errors: `{"error": …}`), messages on stderr. Exit code 0 when the log
+//! is valid (or the command succeeded), 1 when tampering is found (or a file cannot be read or
+//! does not verify), 2 on usage errors.
 //!
-//! Trust: `verify` checks signatures with `--key` when given. Without it, it uses the public key
-//! stored in the file itself and says so — that catches accidents and partial tampering, not someone
-//! who rewrote the whole file with their own key. Pass the key you trust.
+//! Trust: `verify` and `prove` check signatures with `--key` when given. Without it, they use the
+//! public key stored in the file itself and say so — that catches accidents and partial tampering,
+//! not someone who rewrote the whole file with their own key. Pass the key you trust.
+//!
+//! `prove` verifies the whole export first (every record against every signed checkpoint), then
+//! prints the inclusion proof of one record against the latest checkpoint and checks it against
+//! that checkpoint's *signed* root: what it prints can be re-checked with only the record, the
+//! proof, the note and the verifier key.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -25,7 +31,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage:
   audit_tool verify <audit.db|export.json> [--key <base64|hex>]
   audit_tool export <audit.db> <export.json>
-  audit_tool prove <export.json> <index>
+  audit_tool prove <export.json> <index> [--key <base64|hex>]
   audit_tool tail <audit.db> [n]";
 
 enum Exit {
@@ -48,10 +54,12 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Exit::Failed(msg) => {
+            println!("{}", json!({ "valid": false, "error": msg }));
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
         Exit::Usage(msg) => {
+            println!("{}", json!({ "error": msg, "usage": USAGE }));
             eprintln!("error: {msg}\n\n{USAGE}");
             ExitCode::from(2)
         }
@@ -68,29 +76,44 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
+/// An export is JSON (starts with `{`); anything else is treated as a database.
 fn is_export(path: &Path) -> bool {
-    std::fs::read(path)
-        .map(|b| b.first() == Some(&b'{'))
-        .unwrap_or(false)
+    use std::io::Read as _;
+    let mut head = [0u8; 64];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .unwrap_or(0);
+    head.get(..n)
+        .and_then(|h| h.iter().find(|b| !b.is_ascii_whitespace()))
+        == Some(&b'{')
+}
+
+/// Parses an optional trailing `--key <key>`.
+fn key_option(rest: &[&str]) -> Result<Option<[u8; 32]>, Exit> {
+    match rest {
+        [] => Ok(None),
+        ["--key", k] => parse_key(k)
+            .map(Some)
+            .ok_or_else(|| Exit::Usage(format!("`{k}` is not a 32-byte key in base64 or hex"))),
+        _ => Err(Exit::Usage(
+            "expected at most `--key <key>` after the arguments".into(),
+        )),
+    }
+}
+
+/// The export's signed-note key name (the name on its checkpoints' signature lines).
+fn export_key_name(path: &Path) -> Option<String> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v.get("key_name")?.as_str().map(str::to_owned)
 }
 
 fn run(args: &[String]) -> Exit {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["verify", file, rest @ ..] => {
-            let key = match rest {
-                [] => None,
-                ["--key", k] => match parse_key(k) {
-                    Some(k) => Some(k),
-                    None => {
-                        return Exit::Usage(format!("`{k}` is not a 32-byte key in base64 or hex"));
-                    }
-                },
-                _ => {
-                    return Exit::Usage(
-                        "verify takes one file and an optional `--key <key>`".into(),
-                    );
-                }
+            let key = match key_option(rest) {
+                Ok(k) => k,
+                Err(e) => return e,
             };
             let path = Path::new(file);
             if !path.is_file() {
@@ -136,15 +159,37 @@ fn run(args: &[String]) -> Exit {
                 Err(e) => Exit::Failed(e.to_string()),
             }
         }
-        ["prove", export, index] => {
+        ["prove", export, index, rest @ ..] => {
             let Ok(index) = index.parse::<u64>() else {
                 return Exit::Usage(format!("`{index}` is not an index"));
             };
+            let key = match key_option(rest) {
+                Ok(k) => k,
+                Err(e) => return e,
+            };
             let path = Path::new(export);
+            if !path.is_file() {
+                return Exit::Usage(format!("`{export}` is not a file"));
+            }
             let (records, checkpoints, pk) = match read_export_records(path) {
                 Ok(x) => x,
                 Err(e) => return Exit::Failed(e.to_string()),
             };
+            let key = key.unwrap_or_else(|| {
+                eprintln!(
+                    "warning: no --key given: trusting the public key stored in `{export}` itself"
+                );
+                pk
+            });
+            // The proof is only worth something against a checkpoint that verifies, over records
+            // that verify.
+            match verify_export(path, &key) {
+                Ok(r) if r.valid => {}
+                Ok(r) => {
+                    return Exit::Tampered(serde_json::to_value(&r).unwrap_or(Value::Null));
+                }
+                Err(e) => return Exit::Failed(e.to_string()),
+            }
             let Some(latest) = checkpoints.last() else {
                 return Exit::Failed("the export has no checkpoint".into());
             };
@@ -162,9 +207,14 @@ fn run(args: &[String]) -> Exit {
             else {
                 return Exit::Failed("the export's records do not cover the checkpoint".into());
             };
-            let vkey = note::verifier_key(&latest.checkpoint.origin, &pk);
-            let verified =
-                merkle::verify_inclusion(&leaf, index, size, &proof, &latest.checkpoint.root);
+            let name = export_key_name(path).unwrap_or_else(|| latest.checkpoint.origin.clone());
+            let vkey = note::verifier_key(&name, &key);
+            let signed = note::parse_verifier_key(&vkey)
+                .ok()
+                .and_then(|k| note::verify_note(&latest.note, &k).ok())
+                .is_some();
+            let verified = signed
+                && merkle::verify_inclusion(&leaf, index, size, &proof, &latest.checkpoint.root);
             let out = json!({
                 "index": index,
                 "tree_size": size,

@@ -416,11 +416,17 @@ fn decode_key_text(text: &str, source_name: &str) -> Result<MasterKey, VaultErro
                 .map_err(|_| bad("neither 64 hex digits nor base64"))?
         },
     );
-    let arr: [u8; 32] = bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| bad("a master key is 32 bytes"))?;
-    Ok(MasterKey::from_bytes(arr))
+    key_from_slice(&bytes).ok_or_else(|| bad("a master key is 32 bytes"))
+}
+
+/// Copies exactly 32 bytes straight into a zeroizing buffer (no stray copy on the stack).
+fn key_from_slice(bytes: &[u8]) -> Option<MasterKey> {
+    if bytes.len() != 32 {
+        return None;
+    }
+    let mut k = Zeroizing::new([0u8; 32]);
+    k.copy_from_slice(bytes);
+    Some(MasterKey(k))
 }
 
 impl MasterKey {
@@ -442,8 +448,8 @@ impl MasterKey {
                     reason: e.to_string(),
                 })?,
             );
-        if let Ok(arr) = <[u8; 32]>::try_from(raw.as_slice()) {
-            return Ok(MasterKey::from_bytes(arr));
+        if let Some(key) = key_from_slice(&raw) {
+            return Ok(key);
         }
         let text = std::str::from_utf8(&raw).map_err(|_| VaultError::InvalidMasterKey {
             source_name: name.clone(),

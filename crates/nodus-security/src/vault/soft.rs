@@ -9,7 +9,7 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use parking_lot::{Mutex, RwLock};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use zeroize::Zeroizing;
 
 use super::trust::TrustStore;
@@ -55,13 +55,21 @@ impl Key {
             .find(|x| x.meta.lock().version == v)
             .cloned()
     }
+    /// The active version (the newest one, should a damaged file ever hold two).
     fn active(&self) -> Option<Arc<Version>> {
-        self.versions
-            .read()
-            .iter()
-            .find(|x| x.meta.lock().state == KeyState::Active)
-            .cloned()
+        active_in(&self.versions.read())
     }
+}
+
+fn active_in(versions: &[Arc<Version>]) -> Option<Arc<Version>> {
+    versions
+        .iter()
+        .filter_map(|x| {
+            let m = x.meta.lock();
+            (m.state == KeyState::Active).then_some((m.version, x))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, x)| x.clone())
 }
 
 /// The default [`SecretVault`]: every key's material sealed (XChaCha20-Poly1305) under the
@@ -93,6 +101,9 @@ CREATE TABLE IF NOT EXISTS vault_keys (
 
 const CHECK_PLAINTEXT: &[u8] = b"nodus master key check v1";
 
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
 fn wrap_ad(
     id: &KeyId,
     version: u32,
@@ -117,10 +128,68 @@ fn random<const N: usize>() -> Result<[u8; N], VaultError> {
     Ok(b)
 }
 
+/// 32 random bytes written straight into a zeroizing buffer (no stray copy on the stack).
+fn random_secret() -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let mut b = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *b).map_err(|_| VaultError::Rng)?;
+    Ok(b)
+}
+
+/// Opens a key version's sealed material (`nonce ‖ ciphertext ‖ tag`) under the master cipher.
+fn unseal_with(
+    cipher: &XChaCha20Poly1305,
+    id: &KeyId,
+    version: u32,
+    scope: &KeyScope,
+    purpose: &str,
+    alg: KeyAlgorithm,
+    sealed: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, VaultError> {
+    let (n, ct) = sealed
+        .split_at_checked(24)
+        .ok_or(VaultError::Authentication)?;
+    let nonce = XNonce::try_from(n).map_err(|_| VaultError::Authentication)?;
+    let ad = wrap_ad(id, version, scope, purpose, alg);
+    let pt = Zeroizing::new(
+        cipher
+            .decrypt(&nonce, Payload { msg: ct, aad: &ad })
+            .map_err(|_| VaultError::Authentication)?,
+    );
+    if pt.len() != 32 {
+        return Err(VaultError::Authentication);
+    }
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&pt);
+    Ok(out)
+}
+
 /// A nonce from the thread-local CSPRNG (ChaCha-based, seeded from the OS).
 fn nonce() -> [u8; 24] {
     use rand::RngExt as _;
     rand::rng().random()
+}
+
+/// Stores a new version's row.
+fn insert_row(conn: &Connection, meta: &KeyMeta, sealed: &[u8]) -> Result<(), VaultError> {
+    conn.execute(
+        "INSERT INTO vault_keys (id, version, scope, purpose, alg, state, created_ms, rotated_from, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![meta.id.to_string(), meta.version, meta.scope.encode(), meta.purpose, meta.alg.byte(), meta.state.byte(), meta.created_ms as i64, meta.rotated_from, sealed],
+    )
+    .map_err(storage)?;
+    Ok(())
+}
+
+/// Writes the usage counters of every version of `key`.
+fn write_usage(conn: &Connection, key: &Key) -> Result<(), VaultError> {
+    for v in key.versions.read().iter() {
+        let meta = v.meta.lock();
+        conn.execute(
+            "UPDATE vault_keys SET encryptions = ?1, signatures = ?2 WHERE id = ?3 AND version = ?4",
+            params![v.encryptions.load(Ordering::Relaxed) as i64, v.signatures.load(Ordering::Relaxed) as i64, meta.id.to_string(), meta.version],
+        )
+        .map_err(storage)?;
+    }
+    Ok(())
 }
 
 impl SoftVault {
@@ -130,6 +199,19 @@ impl SoftVault {
     /// # Errors
     /// [`VaultError`].
     pub fn open(path: &Path, master: MasterKey) -> Result<Self, VaultError> {
+        if path.exists() {
+            // An existing file must be a database: SQLite would silently treat an empty or
+            // cut-short file as a new, empty vault, losing every key without a word.
+            let mut head = [0u8; 16];
+            let read = std::fs::File::open(path)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+            if read.is_err() || &head != SQLITE_MAGIC {
+                return Err(VaultError::Corrupt(format!(
+                    "`{}` exists but is not a vault database (empty, truncated or damaged); move it away to create a new vault",
+                    path.display()
+                )));
+            }
+        }
         let conn = Connection::open(path)
             .map_err(|e| VaultError::Corrupt(format!("`{}`: {e}", path.display())))?;
         Self::start(conn, master)
@@ -145,53 +227,113 @@ impl SoftVault {
 
     fn start(conn: Connection, master: MasterKey) -> Result<Self, VaultError> {
         let corrupt = |e: rusqlite::Error| VaultError::Corrupt(e.to_string());
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
-            .map_err(corrupt)?;
-        conn.execute_batch(SCHEMA).map_err(corrupt)?;
         let cipher = XChaCha20Poly1305::new_from_slice(&*master.0)
             .map_err(|_| VaultError::Corrupt("master key".into()))?;
-        let check: Option<Vec<u8>> = conn
-            .query_row("SELECT v FROM vault_meta WHERE k = 'check'", [], |r| {
+        // Read-only checks first: a wrong master key must leave the file untouched. A damaged
+        // or truncated file is refused before anything in it is believed.
+        let problems: Vec<String> = conn
+            .prepare("PRAGMA quick_check")
+            .and_then(|mut st| {
+                st.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(corrupt)?;
+        if problems.first().map(String::as_str) != Some("ok") {
+            return Err(VaultError::Corrupt(format!(
+                "the database fails its integrity check: {}",
+                problems.join("; ")
+            )));
+        }
+        let table_exists = |name: &str| -> Result<bool, VaultError> {
+            conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1)",
+                [name],
+                |r| r.get(0),
+            )
+            .map_err(corrupt)
+        };
+        let check: Option<Vec<u8>> = if table_exists("vault_meta")? {
+            conn.query_row("SELECT v FROM vault_meta WHERE k = 'check'", [], |r| {
                 r.get(0)
             })
-            .ok();
-        match check {
+            .optional()
+            .map_err(corrupt)?
+        } else {
+            None
+        };
+        match &check {
             Some(sealed) => {
                 let (n, ct) = sealed
                     .split_at_checked(24)
                     .ok_or_else(|| VaultError::Corrupt("master key check value".into()))?;
                 let nonce = XNonce::try_from(n)
                     .map_err(|_| VaultError::Corrupt("master key check value".into()))?;
-                let pt = cipher
-                    .decrypt(
-                        &nonce,
-                        Payload {
-                            msg: ct,
-                            aad: b"nodus-master-check",
-                        },
-                    )
-                    .map_err(|_| VaultError::WrongMasterKey)?;
-                if pt != CHECK_PLAINTEXT {
+                let pt = Zeroizing::new(
+                    cipher
+                        .decrypt(
+                            &nonce,
+                            Payload {
+                                msg: ct,
+                                aad: b"nodus-master-check",
+                            },
+                        )
+                        .map_err(|_| VaultError::WrongMasterKey)?,
+                );
+                if pt.as_slice() != CHECK_PLAINTEXT {
                     return Err(VaultError::WrongMasterKey);
                 }
             }
-            None => {
-                let n = random::<24>()?;
-                let ct = cipher
-                    .encrypt(
-                        &XNonce::from(n),
-                        Payload {
-                            msg: CHECK_PLAINTEXT,
-                            aad: b"nodus-master-check",
-                        },
+            None if table_exists("vault_keys")? => {
+                // No check value but possibly keys (the row was lost): the master key must
+                // unseal a key's material before anything is written.
+                let probe: Option<(String, i64, String, String, i64, Vec<u8>)> = conn
+                    .query_row(
+                        "SELECT id, version, scope, purpose, alg, sealed FROM vault_keys WHERE sealed IS NOT NULL LIMIT 1",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
                     )
-                    .map_err(|_| VaultError::Corrupt("sealing the check value".into()))?;
-                let mut v = n.to_vec();
-                v.extend_from_slice(&ct);
-                conn.execute("INSERT INTO vault_meta (k, v) VALUES ('check', ?1)", [v])
-                    .map_err(storage)?;
+                    .optional()
+                    .map_err(corrupt)?;
+                if let Some((id, version, scope, purpose, alg, sealed)) = probe {
+                    let parsed = (
+                        KeyId::parse(&id),
+                        u32::try_from(version).ok(),
+                        KeyScope::decode(&scope),
+                        u8::try_from(alg).ok().and_then(KeyAlgorithm::from_byte),
+                    );
+                    let (Some(kid), Some(version), Some(scope), Some(alg)) = parsed else {
+                        return Err(VaultError::Corrupt(format!(
+                            "key `{id}` version {version}: bad metadata"
+                        )));
+                    };
+                    unseal_with(&cipher, &kid, version, &scope, &purpose, alg, &sealed)
+                        .map_err(|_| VaultError::WrongMasterKey)?;
+                }
             }
+            None => {}
         }
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA secure_delete=ON;",
+        )
+        .map_err(corrupt)?;
+        conn.execute_batch(SCHEMA).map_err(corrupt)?;
+        if check.is_none() {
+            let n = random::<24>()?;
+            let ct = cipher
+                .encrypt(
+                    &XNonce::from(n),
+                    Payload {
+                        msg: CHECK_PLAINTEXT,
+                        aad: b"nodus-master-check",
+                    },
+                )
+                .map_err(|_| VaultError::Corrupt("sealing the check value".into()))?;
+            let mut v = n.to_vec();
+            v.extend_from_slice(&ct);
+            conn.execute("INSERT INTO vault_meta (k, v) VALUES ('check', ?1)", [v])
+                .map_err(storage)?;
+        }
+        drop(cipher);
         let conn = Arc::new(Mutex::new(conn));
         let trust = TrustStore::on_connection(conn.clone())?;
         let vault = SoftVault {
@@ -241,6 +383,9 @@ impl SoftVault {
             .map_err(|e| VaultError::Corrupt(e.to_string()))?
             .collect::<Result<_, _>>()
             .map_err(|e| VaultError::Corrupt(e.to_string()))?;
+        // Release the connection before taking `keys` (lock order: `keys` → `conn`).
+        drop(stmt);
+        drop(conn);
         let mut keys: HashMap<KeyId, Arc<Key>> = HashMap::new();
         for (id, version, scope, purpose, alg, state, created, rotated_from, enc, sig, sealed) in
             rows
@@ -340,21 +485,7 @@ impl SoftVault {
         alg: KeyAlgorithm,
         sealed: &[u8],
     ) -> Result<Zeroizing<[u8; 32]>, VaultError> {
-        let (n, ct) = sealed
-            .split_at_checked(24)
-            .ok_or(VaultError::Authentication)?;
-        let nonce = XNonce::try_from(n).map_err(|_| VaultError::Authentication)?;
-        let ad = wrap_ad(id, version, scope, purpose, alg);
-        let pt = Zeroizing::new(
-            self.cipher()?
-                .decrypt(&nonce, Payload { msg: ct, aad: &ad })
-                .map_err(|_| VaultError::Authentication)?,
-        );
-        let arr: [u8; 32] = pt
-            .as_slice()
-            .try_into()
-            .map_err(|_| VaultError::Authentication)?;
-        Ok(Zeroizing::new(arr))
+        unseal_with(&self.cipher()?, id, version, scope, purpose, alg, sealed)
     }
 
     fn key(&self, id: &KeyId) -> Result<Arc<Key>, VaultError> {
@@ -365,14 +496,15 @@ impl SoftVault {
             .ok_or_else(|| VaultError::UnknownKey(id.to_string()))
     }
 
-    fn insert_version(
+    /// Makes a new active version's material and metadata (not yet stored).
+    fn new_version(
         &self,
         id: KeyId,
         key: &Key,
         version: u32,
         rotated_from: Option<u32>,
-    ) -> Result<(KeyMeta, Arc<Version>), VaultError> {
-        let secret = Zeroizing::new(random::<32>()?);
+    ) -> Result<(KeyMeta, Arc<Version>, Vec<u8>), VaultError> {
+        let secret = random_secret()?;
         let sealed =
             self.seal_material(&id, version, &key.scope, &key.purpose, key.alg, &secret)?;
         let meta = KeyMeta {
@@ -387,13 +519,6 @@ impl SoftVault {
             encryptions: 0,
             signatures: 0,
         };
-        self.conn
-            .lock()
-            .execute(
-                "INSERT INTO vault_keys (id, version, scope, purpose, alg, state, created_ms, rotated_from, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![id.to_string(), version, key.scope.encode(), key.purpose, key.alg.byte(), KeyState::Active.byte(), meta.created_ms as i64, rotated_from, sealed],
-            )
-            .map_err(storage)?;
         let signing = (key.alg == KeyAlgorithm::Ed25519).then(|| SigningKey::from_bytes(&secret));
         let v = Arc::new(Version {
             meta: Mutex::new(meta.clone()),
@@ -402,8 +527,10 @@ impl SoftVault {
             encryptions: AtomicU64::new(0),
             signatures: AtomicU64::new(0),
         });
-        Ok((meta, v))
+        Ok((meta, v, sealed))
     }
+
+    // Lock order, everywhere: `keys` → `conn` → a key's `versions` → a version's `meta`.
 
     fn set_state(
         &self,
@@ -417,8 +544,8 @@ impl SoftVault {
             key: id.to_string(),
             version,
         })?;
-        self.persist_usage(&key)?;
-        let mut meta = v.meta.lock();
+        let mut conn = self.conn.lock();
+        let meta = v.meta.lock();
         let invalid = |reason| VaultError::InvalidState {
             key: id.to_string(),
             version,
@@ -441,37 +568,50 @@ impl SoftVault {
             }
             _ => {}
         }
-        let conn = self.conn.lock();
+        drop(meta);
+        let tx = conn.transaction().map_err(storage)?;
+        write_usage(&tx, &key)?;
         if destroy {
-            conn.execute(
+            tx.execute(
                 "UPDATE vault_keys SET state = ?1, sealed = NULL WHERE id = ?2 AND version = ?3",
                 params![state.byte(), id.to_string(), version],
             )
             .map_err(storage)?;
-            *v.secret.write() = None;
-            *v.signing.write() = None;
         } else {
-            conn.execute(
+            tx.execute(
                 "UPDATE vault_keys SET state = ?1 WHERE id = ?2 AND version = ?3",
                 params![state.byte(), id.to_string(), version],
             )
             .map_err(storage)?;
         }
-        meta.state = state;
+        tx.commit().map_err(storage)?;
+        v.meta.lock().state = state;
+        if destroy {
+            *v.secret.write() = None;
+            *v.signing.write() = None;
+            // Crypto-shredding: `secure_delete` zeroed the freed bytes in the page; move the page
+            // into the main file and empty the write-ahead log, which still holds the old page.
+            // The destruction itself is committed: a checkpoint that cannot finish now is worth a
+            // warning, not an error.
+            let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+            if checkpoint != Ok(0) {
+                tracing::warn!(
+                    key = %id,
+                    version,
+                    "the destroyed version's sealed material stays in the vault's write-ahead log until another connection lets it be checkpointed"
+                );
+            }
+        }
         Ok(())
     }
 
     fn persist_usage(&self, key: &Key) -> Result<(), VaultError> {
-        let conn = self.conn.lock();
-        for v in key.versions.read().iter() {
-            let meta = v.meta.lock();
-            conn.execute(
-                "UPDATE vault_keys SET encryptions = ?1, signatures = ?2 WHERE id = ?3 AND version = ?4",
-                params![v.encryptions.load(Ordering::Relaxed) as i64, v.signatures.load(Ordering::Relaxed) as i64, meta.id.to_string(), meta.version],
-            )
-            .map_err(storage)?;
-        }
-        Ok(())
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction().map_err(storage)?;
+        write_usage(&tx, key)?;
+        tx.commit().map_err(storage)
     }
 
     /// Persists every usage counter (also done on every state change and on drop).
@@ -594,7 +734,8 @@ impl SecretVault for SoftVault {
             alg,
             versions: RwLock::new(Vec::new()),
         });
-        let (meta, v) = self.insert_version(id, &key, 1, None)?;
+        let (meta, v, sealed) = self.new_version(id, &key, 1, None)?;
+        insert_row(&self.conn.lock(), &meta, &sealed)?;
         key.versions.write().push(v);
         keys.insert(id, key);
         Ok(meta)
@@ -634,29 +775,46 @@ impl SecretVault for SoftVault {
 
     fn rotate(&self, key_id: &KeyId) -> Result<KeyMeta, VaultError> {
         let key = self.key(key_id)?;
-        let old = key.active();
-        let next = key
-            .versions
-            .read()
+        let mut conn = self.conn.lock();
+        // Holding the version list for writing serialises rotations of this key.
+        let mut versions = key.versions.write();
+        let old = active_in(&versions);
+        let next = versions
             .iter()
             .map(|v| v.meta.lock().version)
             .max()
             .unwrap_or(0)
-            + 1;
+            .checked_add(1)
+            .ok_or(VaultError::InvalidState {
+                key: key_id.to_string(),
+                version: u32::MAX,
+                reason: "the key has no version numbers left",
+            })?;
         let from = old.as_ref().map(|o| o.meta.lock().version);
-        let (meta, v) = self.insert_version(*key_id, &key, next, from)?;
-        if let (Some(old), Some(from)) = (old, from) {
-            self.conn
-                .lock()
-                .execute(
-                    "UPDATE vault_keys SET state = ?1 WHERE id = ?2 AND version = ?3",
-                    params![KeyState::DecryptOnly.byte(), key_id.to_string(), from],
-                )
-                .map_err(storage)?;
+        let (meta, v, sealed) = self.new_version(*key_id, &key, next, from)?;
+        // The new version and the old one's demotion land together or not at all.
+        let tx = conn.transaction().map_err(storage)?;
+        insert_row(&tx, &meta, &sealed)?;
+        if let Some(from) = from {
+            tx.execute(
+                "UPDATE vault_keys SET state = ?1 WHERE id = ?2 AND version = ?3",
+                params![KeyState::DecryptOnly.byte(), key_id.to_string(), from],
+            )
+            .map_err(storage)?;
+        }
+        for existing in versions.iter() {
+            let m = existing.meta.lock();
+            tx.execute(
+                "UPDATE vault_keys SET encryptions = ?1, signatures = ?2 WHERE id = ?3 AND version = ?4",
+                params![existing.encryptions.load(Ordering::Relaxed) as i64, existing.signatures.load(Ordering::Relaxed) as i64, key_id.to_string(), m.version],
+            )
+            .map_err(storage)?;
+        }
+        tx.commit().map_err(storage)?;
+        if let Some(old) = old {
             old.meta.lock().state = KeyState::DecryptOnly;
         }
-        key.versions.write().push(v);
-        self.persist_usage(&key)?;
+        versions.push(v);
         Ok(meta)
     }
 
