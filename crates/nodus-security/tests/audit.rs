@@ -501,12 +501,9 @@ fn a_flush_racing_shutdown_returns() {
 }
 
 /// Every `record()` that returned `Ok` while `shutdown()` ran is either in the log or counted in
-/// an `audit.gap` record; nothing is lost silently. Known bug in `src/audit/log.rs`: a recorder
-/// that passed the `closed` check before `shutdown()` set it can push (or count a drop) after the
-/// writer's last look at the lanes; `record()` returns `Ok` and the record is gone. Typically one
-/// record in a few rounds.
+/// an `audit.gap` record; nothing is lost silently. (`shutdown()` waits for every recorder that
+/// passed the `closed` check to finish its push before the writer's last drain.)
 #[test]
-#[ignore = "known bug in audit/log.rs: a record accepted while shutdown() runs can vanish"]
 fn records_accepted_during_shutdown_are_written_or_counted() {
     for (round, overflow) in [Overflow::DropWithMarker, Overflow::Block]
         .into_iter()
@@ -565,13 +562,10 @@ fn records_accepted_during_shutdown_are_written_or_counted() {
     }
 }
 
-/// Known bug in `src/audit/log.rs`: `AuditLog::in_memory` uses a shared-cache in-memory database,
-/// where a reader holding a table lock makes the writer's INSERT fail at once with
-/// `SQLITE_LOCKED` ("database table is locked") — `busy_timeout` does not apply to table locks —
-/// and the writer then stops for good. Any `tail()`, `verify()`, `checkpoints()` or `export()`
-/// concurrent with writes can take the whole in-memory log down.
+/// An in-memory log's readers (`tail()`, `verify()`, `checkpoints()`, `export()`) never make the
+/// writer fail: it is a named `memdb` database with ordinary locking, not a shared-cache one (where
+/// a reader's table lock fails the writer's INSERT at once with "database table is locked").
 #[test]
-#[ignore = "known bug in audit/log.rs: concurrent reads can stop an in-memory log's writer"]
 fn an_in_memory_log_survives_concurrent_readers() {
     let log = Arc::new(
         AuditLog::in_memory(
@@ -1217,4 +1211,48 @@ fn crash_soak_500() {
         "crash soak: 500 SIGKILLs, {acked} acknowledged records, all intact, in {:?}",
         start.elapsed()
     );
+}
+
+/// A signer that panics: the writer thread dies mid-commit.
+struct PanickingSigner;
+
+impl CheckpointSigner for PanickingSigner {
+    fn name(&self) -> &str {
+        ORIGIN
+    }
+    fn public_key(&self) -> [u8; 32] {
+        SigningKey::from_bytes(&[42; 32]).verifying_key().to_bytes()
+    }
+    fn sign(&self, _message: &[u8]) -> Result<[u8; 64], AuditError> {
+        panic!("signer exploded (expected by the test)");
+    }
+}
+
+/// If the writer thread panics, the log stops for good like after an I/O error: `flush` and
+/// `record` report it, and a `Block`-mode recorder facing a full queue does not wait forever.
+#[test]
+fn a_panicking_writer_stops_the_log_instead_of_hanging_callers() {
+    let log = Arc::new(
+        AuditLog::in_memory(
+            Arc::new(PanickingSigner),
+            AuditConfig {
+                queue_capacity: 2,
+                checkpoint_every: 1,
+                ..config(Durability::Normal)
+            },
+        )
+        .unwrap(),
+    );
+    let _ = log.record(record(0));
+    let e = within_5s(&log, |l| l.flush()).unwrap_err();
+    assert!(
+        matches!(e, AuditError::WriterStopped(ref m) if m.contains("panicked")),
+        "{e:?}"
+    );
+    // Block mode, a tiny queue, nobody draining it: each call still returns, with the error.
+    for i in 1..50 {
+        let r = within_5s(&log, move |l| l.record(record(i)));
+        assert!(matches!(r, Err(AuditError::WriterStopped(_))), "{r:?}");
+    }
+    assert!(log.shutdown().is_err());
 }

@@ -552,6 +552,22 @@ fn the_go_sumdb_note_vectors_sign_and_verify_byte_for_byte() {
     ));
     // Enoch's signature alone does not make Peter's note.
     assert!(verify_note(&format!("{GO_TEXT}\n{ENOCH_SIG}"), &peter).is_err());
+    // A bad signature line by the expected key rejects the note, even with a good one after it
+    // (as Go's `note.Open` does): the line is Peter's id with Enoch's signature bytes.
+    let enoch_raw = B64
+        .decode(ENOCH_SIG.trim_end().rsplit(' ').next().unwrap())
+        .unwrap();
+    let peter_raw = B64
+        .decode(PETER_SIG.trim_end().rsplit(' ').next().unwrap())
+        .unwrap();
+    let mut forged = peter_raw[..4].to_vec();
+    forged.extend_from_slice(&enoch_raw[4..]);
+    let forged_line = format!("— PeterNeumann {}\n", B64.encode(&forged));
+    let note = format!("{GO_TEXT}\n{forged_line}{PETER_SIG}");
+    assert!(matches!(
+        verify_note(&note, &peter),
+        Err(NoteError::BadSignature(_))
+    ));
 }
 
 #[test]

@@ -24,14 +24,32 @@ use crossbeam_utils::CachePadded;
 use super::record::AuditRecord;
 
 /// Counters written only by the threads of one lane (and read by `stats` and the writer).
-#[derive(Default)]
 pub(crate) struct LaneCounters {
     pub(crate) enqueued: AtomicU64,
     pub(crate) dropped: AtomicU64,
     pub(crate) pending_drops: AtomicU64,
+    /// The earliest drop time not yet covered by a gap record (`u64::MAX`: none).
     pub(crate) first_drop_ms: AtomicU64,
+    /// The latest drop time not yet covered by a gap record (0: none).
     pub(crate) last_drop_ms: AtomicU64,
     pub(crate) max_depth: AtomicU64,
+    /// `record()` calls between their `closed` check and their push: `shutdown` waits for these
+    /// to finish so that no accepted record is pushed after the writer's last drain.
+    pub(crate) in_flight: AtomicU64,
+}
+
+impl Default for LaneCounters {
+    fn default() -> Self {
+        LaneCounters {
+            enqueued: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            pending_drops: AtomicU64::new(0),
+            first_drop_ms: AtomicU64::new(u64::MAX),
+            last_drop_ms: AtomicU64::new(0),
+            max_depth: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+        }
+    }
 }
 
 pub(crate) struct Lane {
@@ -182,24 +200,46 @@ impl Intake {
         out.len() - before
     }
 
-    /// Takes the drops not yet covered by a gap record from every lane.
-    pub(crate) fn take_pending_drops(&self) -> PendingDrops {
-        let mut p = PendingDrops::default();
+    /// Takes the drops not yet covered by a gap record from every lane. `now_ms` bounds the time
+    /// range of a drop whose time an earlier gap record already absorbed (a drop racing the take:
+    /// its count lands here, its time may have gone into the previous range).
+    pub(crate) fn take_pending_drops(&self, now_ms: u64) -> PendingDrops {
+        let mut p = PendingDrops {
+            count: 0,
+            first_ms: u64::MAX,
+            last_ms: 0,
+        };
         for lane in self.lanes.iter() {
             let c = &lane.counters;
             let count = c.pending_drops.swap(0, Ordering::AcqRel);
             if count == 0 {
                 continue;
             }
-            let first = c.first_drop_ms.swap(0, Ordering::AcqRel);
-            let last = c.last_drop_ms.load(Ordering::Acquire);
+            // A drop publishes its times before its count, so this range covers every drop counted.
+            let first = c.first_drop_ms.swap(u64::MAX, Ordering::AcqRel);
+            let last = c.last_drop_ms.swap(0, Ordering::AcqRel);
             p.count += count;
-            if first != 0 && (p.first_ms == 0 || first < p.first_ms) {
-                p.first_ms = first;
-            }
+            p.first_ms = p.first_ms.min(first);
             p.last_ms = p.last_ms.max(last);
         }
+        if p.count > 0 {
+            if p.first_ms == u64::MAX {
+                p.first_ms = now_ms.max(1);
+            }
+            if p.last_ms == 0 {
+                p.last_ms = now_ms.max(p.first_ms);
+            }
+        } else {
+            p.first_ms = 0;
+        }
         p
+    }
+
+    /// `true` when no `record()` is between its `closed` check and its push.
+    pub(crate) fn quiescent(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| l.counters.in_flight.load(Ordering::SeqCst) == 0)
     }
 
     /// Sums a counter over every lane.
@@ -226,12 +266,7 @@ impl Lane {
     pub(crate) fn count_drop(&self, time_ms: u64) {
         let c = &self.counters;
         c.dropped.fetch_add(1, Ordering::Relaxed);
-        let _ = c.first_drop_ms.compare_exchange(
-            0,
-            time_ms.max(1),
-            Ordering::AcqRel,
-            Ordering::Relaxed,
-        );
+        c.first_drop_ms.fetch_min(time_ms.max(1), Ordering::AcqRel);
         c.last_drop_ms.fetch_max(time_ms.max(1), Ordering::AcqRel);
         // Last, so the writer never sees a count without its time range.
         c.pending_drops.fetch_add(1, Ordering::AcqRel);
@@ -328,16 +363,25 @@ mod tests {
         intake.lane().unwrap().count_drop(50);
         intake.lane().unwrap().count_drop(20);
         intake.lane().unwrap().count_drop(70);
-        let p = intake.take_pending_drops();
+        let p = intake.take_pending_drops(99);
         assert_eq!(
             p,
             PendingDrops {
                 count: 3,
-                first_ms: 50,
+                first_ms: 20,
                 last_ms: 70
             }
         );
-        assert_eq!(intake.take_pending_drops().count, 0);
+        assert_eq!(intake.take_pending_drops(99).count, 0);
+        // A count whose time went into an earlier range is bounded by `now`.
+        intake
+            .lane()
+            .unwrap()
+            .counters
+            .pending_drops
+            .fetch_add(1, Ordering::AcqRel);
+        let p = intake.take_pending_drops(99);
+        assert_eq!((p.count, p.first_ms, p.last_ms), (1, 99, 99));
         assert_eq!(intake.sum(|c| &c.dropped), 3);
     }
 }

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::intake::Intake;
+use super::intake::{Intake, Lane};
 use super::merkle::{Hash, Tree, TreeError, leaf_hash, verify_consistency};
 use super::note::{
     checkpoint_body, parse_checkpoint_body, parse_verifier_key, signature_line, verifier_key,
@@ -398,7 +398,8 @@ impl Shared {
                 .clone()
                 .unwrap_or(AuditError::WriterStopped("unknown".into())));
         }
-        if self.closed.load(Ordering::Relaxed) {
+        // SeqCst: pairs with `shutdown` (see `record`).
+        if self.closed.load(Ordering::SeqCst) {
             return Err(AuditError::Closed);
         }
         Ok(())
@@ -821,10 +822,10 @@ impl AuditLog {
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
         let n = MEMORY_DB.fetch_add(1, Ordering::Relaxed);
-        let uri = format!(
-            "file:nodus-audit-{}-{n}?mode=memory&cache=shared",
-            std::process::id()
-        );
+        // A named `memdb` database: shared by this log's connections, private to the process,
+        // and with ordinary (not shared-cache) locking, so a reader never makes the writer fail
+        // with "table is locked" (busy waits are covered by the busy timeout).
+        let uri = format!("file:/nodus-audit-{}-{n}?vfs=memdb", std::process::id());
         let writer = open_conn(&uri, true)?;
         Self::start(
             writer,
@@ -1083,18 +1084,10 @@ fn tail_conn(conn: &Connection, n: usize) -> Result<Vec<StoredRecord>, AuditErro
     Ok(out)
 }
 
-impl AuditSink for AuditLog {
+impl AuditLog {
     #[inline]
-    fn check(&self) -> Result<(), AuditError> {
-        self.shared.check()
-    }
-
-    #[inline]
-    fn record(&self, record: AuditRecord) -> Result<(), AuditError> {
+    fn enqueue(&self, lane: &Lane, record: AuditRecord) -> Result<(), AuditError> {
         self.shared.check()?;
-        let Some(lane) = self.intake.lane() else {
-            return Err(AuditError::Closed);
-        };
         match self.config.overflow {
             Overflow::DropWithMarker => match lane.queue.push(record) {
                 Ok(()) => lane.count_enqueued(),
@@ -1116,8 +1109,32 @@ impl AuditSink for AuditLog {
                 lane.count_enqueued();
             }
         }
-        self.intake.nudge();
         Ok(())
+    }
+}
+
+impl AuditSink for AuditLog {
+    #[inline]
+    fn check(&self) -> Result<(), AuditError> {
+        self.shared.check()
+    }
+
+    #[inline]
+    fn record(&self, record: AuditRecord) -> Result<(), AuditError> {
+        let Some(lane) = self.intake.lane() else {
+            return Err(AuditError::Closed);
+        };
+        // In flight from before the `closed` check until after the push (SeqCst pairs with
+        // `shutdown`'s store of `closed` and its wait for zero): a record that passed the check
+        // is in a lane before the writer's final drain.
+        let gate = &lane.counters.in_flight;
+        gate.fetch_add(1, Ordering::SeqCst);
+        let result = self.enqueue(lane, record);
+        gate.fetch_sub(1, Ordering::Release);
+        if result.is_ok() {
+            self.intake.nudge();
+        }
+        result
     }
 
     fn flush(&self) -> Result<SignedCheckpoint, AuditError> {
@@ -1170,8 +1187,13 @@ impl AuditSink for AuditLog {
         let Some(handle) = self.writer.lock().take() else {
             return self.shared.error.lock().clone().map_or(Ok(()), Err);
         };
-        // Refuse new records first, then let the writer drain what was accepted.
+        // Refuse new records first, wait for calls that already passed the check to finish
+        // their push, then let the writer drain everything that was accepted.
         self.shared.closed.store(true, Ordering::SeqCst);
+        let backoff = Backoff::new();
+        while !self.intake.quiescent() {
+            backoff.snooze();
+        }
         let (tx, rx) = bounded(1);
         let result = match self.ctl.send(Ctl::Shutdown(tx)) {
             Ok(()) => {
@@ -1205,8 +1227,22 @@ struct Writer {
 
 const MAX_BATCH: usize = 8192;
 
+/// Stops the log for good if the writer thread panics, so that no caller waits for it forever.
+struct PanicGuard(Arc<Shared>);
+
+impl Drop for PanicGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(AuditError::WriterStopped(
+                "the audit writer thread panicked".into(),
+            ));
+        }
+    }
+}
+
 impl Writer {
     fn run(mut self) {
+        let _guard = PanicGuard(self.shared.clone());
         let mut last_cp = Instant::now();
         let mut batch: Vec<AuditRecord> = Vec::with_capacity(MAX_BATCH);
         let mut flushes: Vec<Sender<Result<SignedCheckpoint, AuditError>>> = Vec::new();
@@ -1348,7 +1384,7 @@ impl Writer {
         due: bool,
     ) -> Result<bool, AuditError> {
         let c = &self.shared.counters;
-        let drops = self.intake.take_pending_drops();
+        let drops = self.intake.take_pending_drops(now_ms());
         if drops.count > 0 {
             let (dropped, first, last) = (drops.count, drops.first_ms, drops.last_ms);
             let gap = AuditRecord::new("audit.gap", Outcome::Error)

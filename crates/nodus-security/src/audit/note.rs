@@ -24,9 +24,12 @@ pub enum NoteError {
     /// The note is not text, blank line, signature lines.
     #[error("malformed note: {0}")]
     MalformedNote(&'static str),
-    /// No signature line by the expected key verifies.
+    /// No signature line by the expected key.
     #[error("no valid signature by `{0}`")]
     NoValidSignature(String),
+    /// A signature line names the expected key and carries its id, but does not verify.
+    #[error("the signature by `{0}` does not verify")]
+    BadSignature(String),
     /// The checkpoint body is not origin, size, base64 root.
     #[error("malformed checkpoint: {0}")]
     MalformedCheckpoint(&'static str),
@@ -131,8 +134,9 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
     Ok((text, lines))
 }
 
-/// Verifies `note` against `key`: some signature line names the key, carries its id, and its
-/// Ed25519 signature over the text verifies (strictly). Returns the text.
+/// Verifies `note` against `key`: the first signature line that names the key and carries its id
+/// must hold an Ed25519 signature over the text that verifies (strictly). Lines by other keys are
+/// ignored. Returns the text.
 ///
 /// # Errors
 /// [`NoteError`] when the note is malformed or no signature by `key` verifies.
@@ -157,15 +161,16 @@ pub fn verify_note<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, Note
         if id != key.id {
             continue;
         }
-        let Ok(sig) = <[u8; 64]>::try_from(sig) else {
-            continue;
-        };
-        if vk
-            .verify_strict(text.as_bytes(), &Signature::from_bytes(&sig))
-            .is_ok()
-        {
-            return Ok(text);
+        // A line that names this key and carries its id must verify: like Go's `note.Open`, a
+        // bad signature by the expected key rejects the note rather than being skipped.
+        let valid = <[u8; 64]>::try_from(sig).is_ok_and(|sig| {
+            vk.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig))
+                .is_ok()
+        });
+        if !valid {
+            return Err(NoteError::BadSignature(key.name.clone()));
         }
+        return Ok(text);
     }
     Err(NoteError::NoValidSignature(key.name.clone()))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInOut, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use parking_lot::{Mutex, RwLock};
@@ -540,10 +540,12 @@ impl SoftVault {
         destroy: bool,
     ) -> Result<(), VaultError> {
         let key = self.key(id)?;
-        let v = key.version(version).ok_or(VaultError::UnknownVersion {
-            key: id.to_string(),
-            version,
-        })?;
+        let v = key
+            .version(version)
+            .ok_or_else(|| VaultError::UnknownVersion {
+                key: id.to_string(),
+                version,
+            })?;
         let mut conn = self.conn.lock();
         let meta = v.meta.lock();
         let invalid = |reason| VaultError::InvalidState {
@@ -679,7 +681,7 @@ impl SoftVault {
         )?;
         let version = v.meta.lock().version;
         let secret = v.secret.read();
-        let secret = secret.as_ref().ok_or(VaultError::KeyDestroyed {
+        let secret = secret.as_ref().ok_or_else(|| VaultError::KeyDestroyed {
             key: id.to_string(),
             version,
         })?;
@@ -689,16 +691,15 @@ impl SoftVault {
         let ad = associated_data(&out, ctx);
         let cipher =
             XChaCha20Poly1305::new_from_slice(&**secret).map_err(|_| VaultError::Authentication)?;
-        let ct = cipher
-            .encrypt(
-                &XNonce::from(n),
-                Payload {
-                    msg: plaintext,
-                    aad: &ad,
-                },
-            )
+        // Encrypt in place behind the header: one buffer, no second allocation or copy.
+        out.extend_from_slice(plaintext);
+        let body = out
+            .get_mut(HEADER_LEN..)
+            .ok_or(VaultError::Authentication)?;
+        let tag = cipher
+            .encrypt_inout_detached(&XNonce::from(n), &ad, body.into())
             .map_err(|_| VaultError::Authentication)?;
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&tag);
         v.encryptions.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
@@ -785,7 +786,7 @@ impl SecretVault for SoftVault {
             .max()
             .unwrap_or(0)
             .checked_add(1)
-            .ok_or(VaultError::InvalidState {
+            .ok_or_else(|| VaultError::InvalidState {
                 key: key_id.to_string(),
                 version: u32::MAX,
                 reason: "the key has no version numbers left",
@@ -863,7 +864,7 @@ impl SecretVault for SoftVault {
             .ok_or(VaultError::Authentication)?;
         Self::usable(&h.key_id, &v)?;
         let secret = v.secret.read();
-        let secret = secret.as_ref().ok_or(VaultError::KeyDestroyed {
+        let secret = secret.as_ref().ok_or_else(|| VaultError::KeyDestroyed {
             key: h.key_id.to_string(),
             version: h.key_version,
         })?;
@@ -916,7 +917,7 @@ impl SecretVault for SoftVault {
         let v = self
             .key(key_id)?
             .version(version)
-            .ok_or(VaultError::UnknownVersion {
+            .ok_or_else(|| VaultError::UnknownVersion {
                 key: key_id.to_string(),
                 version,
             })?;
@@ -937,7 +938,7 @@ impl SecretVault for SoftVault {
             });
         }
         let v = match version {
-            Some(n) => key.version(n).ok_or(VaultError::UnknownVersion {
+            Some(n) => key.version(n).ok_or_else(|| VaultError::UnknownVersion {
                 key: key_id.to_string(),
                 version: n,
             })?,
