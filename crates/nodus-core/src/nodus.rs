@@ -231,8 +231,7 @@ impl Nodus {
         };
         let snap = self.guard(ctx, entry)?;
         self.audit_ready()?;
-        let span =
-            tracing::debug_span!("nodus.invoke", command = %entry.name(), tenant = %ctx.tenant());
+        let span = tracing::debug_span!("nodus.invoke", command = %entry.name(), tenant = %ctx.tenant(), actor = %ctx.actor());
         let _enter = span.enter();
         let started = inner.record_latency.then(Instant::now);
         let Some(handler) = entry.typed::<C>() else {
@@ -289,8 +288,7 @@ impl Nodus {
             return Err(err);
         }
         self.audit_ready()?;
-        let span =
-            tracing::debug_span!("nodus.dispatch", command = %entry.name(), tenant = %ctx.tenant());
+        let span = tracing::debug_span!("nodus.dispatch", command = %entry.name(), tenant = %ctx.tenant(), actor = %ctx.actor());
         let _enter = span.enter();
         let started = inner.record_latency.then(Instant::now);
         let result = (entry.json_handler())(ctx, payload);

@@ -2,9 +2,11 @@
 //! policy (`enabled`, `sampling_rate`, `level`) to what a `tracing` layer sees, so a tenant admin
 //! turns tracing up or down by policy — no restart, no code change.
 //!
-//! Every `invoke`/`dispatch` runs inside a `nodus.invoke` / `nodus.dispatch` span carrying a
-//! `tenant` field. When such a span opens, the filter reads the tenant's current snapshot once and
-//! decides for the span and everything inside it (including a handler's own events):
+//! Every `invoke`/`dispatch` runs inside a `nodus.invoke` / `nodus.dispatch` span carrying
+//! `tenant` and `actor` fields. When such a span opens, the filter reads the current snapshot of
+//! that user of that tenant once (the tenant's, when the user has no layer of their own;
+//! `sampling_rate` and `level` are user-scoped keys) and decides for the span and everything
+//! inside it (including a handler's own events):
 //! - `observability.enabled = false` → nothing inside is seen;
 //! - `observability.sampling_rate = r` → a deterministic fraction `r` of calls are seen (a counter,
 //!   not a random draw, so 0.25 means exactly every fourth call);
@@ -29,7 +31,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nodus_policy::{PolicyStore, TenantId};
+use nodus_policy::{ActorId, PolicyStore, TenantId};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Level, Metadata, Subscriber};
@@ -57,18 +59,29 @@ impl fmt::Debug for PolicyFilter {
     }
 }
 
-struct TenantField(Option<String>);
+/// The `tenant` and `actor` fields of a Nodus span.
+#[derive(Default)]
+struct Who {
+    tenant: Option<String>,
+    actor: Option<String>,
+}
 
-impl Visit for TenantField {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "tenant" {
-            self.0 = Some(value.to_owned());
+impl Who {
+    fn set(&mut self, field: &Field, value: String) {
+        match field.name() {
+            "tenant" => self.tenant = Some(value),
+            "actor" => self.actor = Some(value),
+            _ => {}
         }
     }
+}
+
+impl Visit for Who {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.set(field, value.to_owned());
+    }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "tenant" {
-            self.0 = Some(format!("{value:?}"));
-        }
+        self.set(field, format!("{value:?}"));
     }
 }
 
@@ -95,10 +108,16 @@ impl PolicyFilter {
         }
     }
 
-    fn decide(&self, tenant: Option<&str>) -> Decision {
-        let snap = tenant
-            .and_then(|t| TenantId::new(t).ok())
-            .and_then(|t| self.store.snapshot(&t));
+    fn decide(&self, who: &Who) -> Decision {
+        // The user's snapshot when the span names an actor: `sampling_rate` and `level` are
+        // user-scoped keys, so a user's own layer (or the tenant's lock) decides for that user.
+        let tenant = who.tenant.as_deref().and_then(|t| TenantId::new(t).ok());
+        let actor = who.actor.as_deref().and_then(|a| ActorId::new(a).ok());
+        let snap = match (tenant, actor) {
+            (Some(t), Some(a)) => self.store.user_snapshot(&t, &a),
+            (Some(t), None) => self.store.snapshot(&t),
+            _ => None,
+        };
         let snap = snap.unwrap_or_else(|| self.store.system_snapshot());
         let enabled = snap.get_bool("observability.enabled").unwrap_or(true);
         let rate = snap
@@ -140,9 +159,9 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, cx: Context<'_, S>) {
         let Some(span) = cx.span(id) else { return };
         let decision = if is_ours(attrs.metadata()) {
-            let mut tenant = TenantField(None);
-            attrs.record(&mut tenant);
-            Some(self.decide(tenant.0.as_deref()))
+            let mut who = Who::default();
+            attrs.record(&mut who);
+            Some(self.decide(&who))
         } else {
             // A host span inside a Nodus span inherits its decision.
             span.parent()
@@ -238,6 +257,46 @@ mod tests {
         assert_eq!(
             run(s, "acme", 2).iter().filter(|l| *l == "DEBUG").count(),
             2
+        );
+    }
+
+    #[test]
+    fn a_users_own_layer_decides_for_that_user() {
+        // acme samples 1 call in 4; alice's own layer (user-scoped key) wants every call at debug.
+        let s = PolicySources::new()
+            .with_system("system.toml", "[observability]\nsampling_rate = 1.0\n")
+            .with_tenant(
+                TenantId::new("acme").unwrap(),
+                "tenants/acme.toml",
+                "[observability]\nsampling_rate = 0.25\nlevel = \"info\"\n",
+            )
+            .with_user(
+                TenantId::new("acme").unwrap(),
+                ActorId::new("alice").unwrap(),
+                "users/acme/alice.toml",
+                "[observability]\nsampling_rate = 1.0\nlevel = \"debug\"\n",
+            );
+        let store = Arc::new(PolicyStore::new(s).unwrap());
+        let seen = |actor: &str| {
+            let count = Count::default();
+            let sub = tracing_subscriber::registry()
+                .with(count.clone().with_filter(PolicyFilter::new(store.clone())));
+            tracing::subscriber::with_default(sub, || {
+                for _ in 0..8 {
+                    let span = tracing::debug_span!(
+                        target: "nodus_core", "nodus.invoke", tenant = "acme", actor = actor
+                    );
+                    let _e = span.enter();
+                    tracing::debug!("handler detail");
+                }
+            });
+            count.0.lock().unwrap().len()
+        };
+        assert_eq!(seen("alice"), 8);
+        assert_eq!(
+            seen("bob"),
+            0,
+            "bob follows the tenant: info only, 1 call in 4"
         );
     }
 
