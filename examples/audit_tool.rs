@@ -45,21 +45,21 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Exit::Ok(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Exit::Tampered(v) => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             eprintln!("tampering detected");
             ExitCode::from(1)
         }
         Exit::Failed(msg) => {
-            println!("{}", json!({ "valid": false, "error": msg }));
+            nodus_examples::print_line(&json!({ "valid": false, "error": msg }).to_string());
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
         Exit::Usage(msg) => {
-            println!("{}", json!({ "error": msg, "usage": USAGE }));
+            nodus_examples::print_line(&json!({ "error": msg, "usage": USAGE }).to_string());
             eprintln!("error: {msg}\n\n{USAGE}");
             ExitCode::from(2)
         }

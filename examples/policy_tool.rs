@@ -45,9 +45,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(out) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+            nodus_examples::print_line(
+                &serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string()),
             );
             ExitCode::SUCCESS
         }

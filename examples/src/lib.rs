@@ -10,3 +10,11 @@ use std::path::PathBuf;
 pub fn sample_policies() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
+
+/// Writes `text` and a newline to stdout for the command-line examples. A closed pipe (the tool
+/// piped into `head`) is not an error worth a panic: the output is simply cut short.
+pub fn print_line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
