@@ -563,8 +563,8 @@ fn records_accepted_during_shutdown_are_written_or_counted() {
 }
 
 /// An in-memory log's readers (`tail()`, `verify()`, `checkpoints()`, `export()`) never make the
-/// writer fail: it is a named `memdb` database with ordinary locking, not a shared-cache one (where
-/// a reader's table lock fails the writer's INSERT at once with "database table is locked").
+/// writer fail: in its shared-cache database a reader's table lock would fail the writer's INSERT at
+/// once with "database table is locked"; with SQLite's unlock-notify the INSERT waits instead.
 #[test]
 fn an_in_memory_log_survives_concurrent_readers() {
     let log = Arc::new(

@@ -822,10 +822,14 @@ impl AuditLog {
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
         let n = MEMORY_DB.fetch_add(1, Ordering::Relaxed);
-        // A named `memdb` database: shared by this log's connections, private to the process,
-        // and with ordinary (not shared-cache) locking, so a reader never makes the writer fail
-        // with "table is locked" (busy waits are covered by the busy timeout).
-        let uri = format!("file:/nodus-audit-{}-{n}?vfs=memdb", std::process::id());
+        // A shared-cache in-memory database (no size cap, private to the process). In shared-cache
+        // mode a reader's table lock makes the writer's statement fail with
+        // SQLITE_LOCKED_SHAREDCACHE at once (the busy timeout does not apply); rusqlite's
+        // `unlock_notify` feature makes the statement wait for the lock instead.
+        let uri = format!(
+            "file:nodus-audit-{}-{n}?mode=memory&cache=shared",
+            std::process::id()
+        );
         let writer = open_conn(&uri, true)?;
         Self::start(
             writer,
