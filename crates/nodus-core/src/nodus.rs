@@ -586,8 +586,8 @@ impl Nodus {
                     let system = serde_json::to_value(system).unwrap_or_default();
                     let _ = events.publish("policy.reloaded", None, system);
                 }
-                for t in report.tenants() {
-                    let part = serde_json::to_value(report.for_tenant(&t)).unwrap_or_default();
+                for (t, part) in report.split_by_tenant() {
+                    let part = serde_json::to_value(part).unwrap_or_default();
                     let _ = events.publish("policy.reloaded", Some(&t), part);
                 }
                 Ok(report)

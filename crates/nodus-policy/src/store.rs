@@ -159,6 +159,53 @@ impl ReloadReport {
         }
     }
 
+    /// Each mentioned tenant's own part — as [`for_tenant`](Self::for_tenant) but without the
+    /// system layer's changes, which [`system_part`](Self::system_part) carries once — built in one
+    /// pass over the report (a reload touching many tenants stays linear).
+    pub fn split_by_tenant(&self) -> BTreeMap<TenantId, ReloadReport> {
+        let mut parts: BTreeMap<TenantId, ReloadReport> = self
+            .tenants()
+            .into_iter()
+            .map(|t| {
+                let empty = ReloadReport {
+                    epoch: self.epoch,
+                    added: vec![],
+                    removed: vec![],
+                    changed: vec![],
+                    changed_users: vec![],
+                    diff: vec![],
+                };
+                (t, empty)
+            })
+            .collect();
+        for t in &self.added {
+            if let Some(p) = parts.get_mut(t) {
+                p.added.push(t.clone());
+            }
+        }
+        for t in &self.removed {
+            if let Some(p) = parts.get_mut(t) {
+                p.removed.push(t.clone());
+            }
+        }
+        for t in &self.changed {
+            if let Some(p) = parts.get_mut(t) {
+                p.changed.push(t.clone());
+            }
+        }
+        for u in &self.changed_users {
+            if let Some(p) = parts.get_mut(&u.0) {
+                p.changed_users.push(u.clone());
+            }
+        }
+        for k in &self.diff {
+            if let Some(p) = k.tenant.as_ref().and_then(|t| parts.get_mut(t)) {
+                p.diff.push(k.clone());
+            }
+        }
+        parts
+    }
+
     /// Every tenant this report mentions (added, removed, changed, or with a changed user).
     pub fn tenants(&self) -> Vec<TenantId> {
         let mut out: Vec<TenantId> = self

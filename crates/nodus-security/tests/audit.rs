@@ -656,7 +656,7 @@ fn checkpoints_come_every_n_records_or_t_ms_never_per_record() {
 
 #[test]
 fn flush_is_a_barrier_for_every_thread() {
-    // On a file: an in-memory log does not survive concurrent readers yet (see above).
+    // On a file (the in-memory variant with concurrent readers is the test above).
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(
         AuditLog::open(

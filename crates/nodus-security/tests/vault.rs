@@ -162,14 +162,19 @@ fn acme() -> TenantId {
 
 fn setup() -> (SoftVault, KeyId) {
     let v = SoftVault::in_memory(MasterKey::from_bytes([1; 32])).unwrap();
-    let k = v
-        .generate(
-            &KeyScope::Tenant(acme()),
-            "fields",
-            KeyAlgorithm::XChaCha20Poly1305,
-        )
-        .unwrap();
-    (v, k.id)
+    let k = fields_key(&v, &acme());
+    (v, k)
+}
+
+/// A tenant-scoped XChaCha20-Poly1305 key for the purpose `fields`.
+fn fields_key(v: &SoftVault, t: &TenantId) -> KeyId {
+    v.generate(
+        &KeyScope::Tenant(t.clone()),
+        "fields",
+        KeyAlgorithm::XChaCha20Poly1305,
+    )
+    .unwrap()
+    .id
 }
 
 fn notes_ctx(t: &TenantId) -> EnvelopeContext<'_> {
@@ -548,14 +553,7 @@ fn persistence_wrong_master_key_and_reopen() {
     let revoked = SigningKey::from_bytes(&[6; 32]);
     let (k, s, sealed, sealed2, issuer, bad_issuer) = {
         let v = SoftVault::open(&path, MasterKey::from_bytes([3; 32])).unwrap();
-        let k = v
-            .generate(
-                &KeyScope::Tenant(t.clone()),
-                "fields",
-                KeyAlgorithm::XChaCha20Poly1305,
-            )
-            .unwrap()
-            .id;
+        let k = fields_key(&v, &t);
         let s = v
             .generate(&KeyScope::System, "audit.checkpoint", KeyAlgorithm::Ed25519)
             .unwrap()
@@ -658,14 +656,7 @@ fn a_lost_check_value_does_not_let_a_wrong_master_key_write() {
     let ctx = notes_ctx(&t);
     let sealed = {
         let v = SoftVault::open(&path, MasterKey::from_bytes([3; 32])).unwrap();
-        let k = v
-            .generate(
-                &KeyScope::Tenant(t.clone()),
-                "fields",
-                KeyAlgorithm::XChaCha20Poly1305,
-            )
-            .unwrap()
-            .id;
+        let k = fields_key(&v, &t);
         v.seal(&k, b"kept", &ctx).unwrap()
     };
     Connection::open(&path)
@@ -700,14 +691,7 @@ fn destroy_removes_the_material_from_the_file_too() {
     let t = acme();
     let ctx = notes_ctx(&t);
     let v = SoftVault::open(&path, MasterKey::from_bytes([3; 32])).unwrap();
-    let k = v
-        .generate(
-            &KeyScope::Tenant(t.clone()),
-            "fields",
-            KeyAlgorithm::XChaCha20Poly1305,
-        )
-        .unwrap()
-        .id;
+    let k = fields_key(&v, &t);
     let old = v.seal(&k, b"shred me", &ctx).unwrap();
     v.rotate(&k).unwrap();
     // Neighbours in the same database page.
@@ -765,14 +749,7 @@ fn truncated_or_corrupted_vault_files_are_errors_not_panics() {
     let t = acme();
     {
         let v = SoftVault::open(&path, MasterKey::from_bytes([3; 32])).unwrap();
-        let k = v
-            .generate(
-                &KeyScope::Tenant(t.clone()),
-                "fields",
-                KeyAlgorithm::XChaCha20Poly1305,
-            )
-            .unwrap()
-            .id;
+        let k = fields_key(&v, &t);
         v.rotate(&k).unwrap();
         v.generate(&KeyScope::System, "sign", KeyAlgorithm::Ed25519)
             .unwrap();
@@ -1030,14 +1007,7 @@ fn key_material_never_shows_in_debug_or_errors() {
     let master = [0x3cu8; 32];
     let v = SoftVault::in_memory(MasterKey::from_bytes(master)).unwrap();
     let t = acme();
-    let k = v
-        .generate(
-            &KeyScope::Tenant(t.clone()),
-            "fields",
-            KeyAlgorithm::XChaCha20Poly1305,
-        )
-        .unwrap()
-        .id;
+    let k = fields_key(&v, &t);
     let s = v
         .generate(&KeyScope::System, "sign", KeyAlgorithm::Ed25519)
         .unwrap()
