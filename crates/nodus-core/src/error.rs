@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nodus_policy::PolicyErrors;
 use nodus_registry::commands::{CommandError, RegistryError};
-use nodus_security::audit::AuditError;
+use nodus_security::audit::{AuditError, SharedStr};
 use nodus_security::vault::VaultError;
 use serde::Serialize;
 
@@ -51,7 +51,7 @@ pub struct Denial {
     /// Why.
     pub reason: DenyReason,
     /// The command that was refused.
-    pub command: Arc<str>,
+    pub command: SharedStr,
     /// For [`DenyReason::RateLimited`]: when the call would be admitted.
     pub retry_after: Option<Duration>,
 }
@@ -82,7 +82,7 @@ pub enum DispatchError {
     #[error("payload for `{command}` is {size} bytes, the limit is {limit}")]
     PayloadTooLarge {
         /// The command.
-        command: Arc<str>,
+        command: SharedStr,
         /// Payload size in bytes.
         size: usize,
         /// The policy limit.
@@ -92,7 +92,7 @@ pub enum DispatchError {
     #[error("invalid input for `{command}` at `{path}`: {message}")]
     InvalidInput {
         /// The command.
-        command: Arc<str>,
+        command: SharedStr,
         /// Path of the offending field (`.` for the root).
         path: String,
         /// What was wrong.
@@ -102,7 +102,7 @@ pub enum DispatchError {
     #[error("`{command}` failed: {error}")]
     Handler {
         /// The command.
-        command: Arc<str>,
+        command: SharedStr,
         /// The handler's error.
         error: CommandError,
     },

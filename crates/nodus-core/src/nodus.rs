@@ -226,8 +226,7 @@ impl Nodus {
         }
         let table = inner.commands.load();
         let Some(entry) = table.id_of::<C>().and_then(|id| table.get(id)) else {
-            let name: Arc<str> = Arc::from(std::any::type_name::<C>());
-            return self.fail_unknown(ctx, name);
+            return self.fail_unknown(ctx, SharedStr::Static(std::any::type_name::<C>()));
         };
         let snap = self.guard(ctx, entry)?;
         self.audit_ready()?;
@@ -250,7 +249,7 @@ impl Nodus {
                     command: entry.name().clone(),
                     error,
                 };
-                self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, latency)?;
+                self.audit_error(ctx, entry.name().clone(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -273,7 +272,7 @@ impl Nodus {
         }
         let table = inner.commands.load();
         let Some(entry) = table.resolve(command).and_then(|id| table.get(id)) else {
-            return self.fail_unknown(ctx, Arc::from(command));
+            return self.fail_unknown(ctx, SharedStr::from(command.to_owned()));
         };
         let snap = self.guard(ctx, entry)?;
         let limit = snap.max_payload;
@@ -284,7 +283,7 @@ impl Nodus {
                 size: payload.len(),
                 limit,
             };
-            self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, None)?;
+            self.audit_error(ctx, entry.name().clone(), &err, snap.epoch, None)?;
             return Err(err);
         }
         self.audit_ready()?;
@@ -329,7 +328,7 @@ impl Nodus {
                         ),
                     },
                 };
-                self.audit_error(ctx, entry.audit_name().clone(), &err, snap.epoch, latency)?;
+                self.audit_error(ctx, entry.name().clone(), &err, snap.epoch, latency)?;
                 Err(err)
             }
         }
@@ -424,7 +423,7 @@ impl Nodus {
         self.audit(
             ctx,
             AuditFields {
-                command: Some(entry.audit_name().clone()),
+                command: Some(entry.name().clone()),
                 outcome: Outcome::Allowed,
                 reason: None,
                 epoch,
@@ -460,7 +459,7 @@ impl Nodus {
         let audited = self.audit(
             ctx,
             AuditFields {
-                command: Some(entry.audit_name().clone()),
+                command: Some(entry.name().clone()),
                 outcome: Outcome::Denied,
                 reason: Some(Cow::Borrowed(reason.code())),
                 epoch,
@@ -478,7 +477,7 @@ impl Nodus {
         }
     }
 
-    fn fail_unknown<T>(&self, ctx: &Context, name: Arc<str>) -> Result<T, DispatchError> {
+    fn fail_unknown<T>(&self, ctx: &Context, name: SharedStr) -> Result<T, DispatchError> {
         let err = DispatchError::UnknownCommand(name.to_string());
         let epoch = self
             .inner
@@ -486,7 +485,7 @@ impl Nodus {
             .snapshot(ctx.tenant())
             .map(|s| s.epoch())
             .unwrap_or(0);
-        self.audit_error(ctx, SharedStr::from(name), &err, epoch, None)?;
+        self.audit_error(ctx, name, &err, epoch, None)?;
         Err(err)
     }
 

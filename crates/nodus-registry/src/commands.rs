@@ -77,10 +77,9 @@ pub enum AuditLevel {
 /// The declaration of a command: everything the guard needs, nothing about its handler.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct CommandSpec {
-    name: Arc<str>,
-    /// The same name as audit records carry it (no reference count when it was a literal).
-    #[serde(skip)]
-    audit_name: SharedStr,
+    /// The name (a literal is kept as `&'static str`: audit records copy it without touching a
+    /// shared reference count).
+    name: SharedStr,
     permission: Arc<str>,
     min_label: Option<Arc<str>>,
     rate_class: Arc<str>,
@@ -96,12 +95,10 @@ impl CommandSpec {
     /// shared reference count, so threads calling the same command do not contend on it. A
     /// `String` works too (it is shared behind an `Arc`).
     pub fn new(name: impl Into<SharedStr>) -> Self {
-        let audit_name: SharedStr = name.into();
-        let name: Arc<str> = Arc::from(audit_name.as_str());
+        let name: SharedStr = name.into();
         CommandSpec {
-            permission: name.clone(),
+            permission: Arc::from(name.as_str()),
             name,
-            audit_name,
             min_label: None,
             rate_class: Arc::from("default"),
             audit: AuditLevel::Standard,
@@ -141,13 +138,8 @@ impl CommandSpec {
     }
 
     /// The command name.
-    pub fn name(&self) -> &Arc<str> {
+    pub fn name(&self) -> &SharedStr {
         &self.name
-    }
-
-    /// The command name as audit records carry it.
-    pub fn audit_name(&self) -> &SharedStr {
-        &self.audit_name
     }
 
     /// The required permission.
@@ -477,7 +469,7 @@ pub struct CommandMetrics {
 }
 
 impl CommandMetrics {
-    fn new(name: &Arc<str>) -> Self {
+    fn new(name: &str) -> Self {
         let n = name.to_string();
         CommandMetrics {
             allowed: metrics::counter!("nodus_dispatch_total", "command" => n.clone(), "outcome" => "allowed"),
@@ -493,14 +485,10 @@ impl CommandEntry {
     pub fn id(&self) -> CommandId {
         self.id
     }
-    /// The name.
-    pub fn name(&self) -> &Arc<str> {
-        &self.spec.name
-    }
-    /// The name as audit records carry it (copying a literal name touches no shared counter).
+    /// The name (copying a literal name touches no shared counter).
     #[inline]
-    pub fn audit_name(&self) -> &SharedStr {
-        &self.spec.audit_name
+    pub fn name(&self) -> &SharedStr {
+        &self.spec.name
     }
     /// The declaration.
     pub fn spec(&self) -> &CommandSpec {
@@ -588,7 +576,7 @@ impl Hasher for TypeIdHasher {
 #[derive(Default)]
 pub struct CommandTable {
     entries: Vec<Arc<CommandEntry>>,
-    by_name: HashMap<Arc<str>, CommandId>,
+    by_name: HashMap<SharedStr, CommandId>,
     by_type: HashMap<TypeId, CommandId, BuildHasherDefault<TypeIdHasher>>,
 }
 
