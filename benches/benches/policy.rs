@@ -83,9 +83,11 @@ fn bench(c: &mut Criterion) {
     store.reload(PolicySources::new().with_tenant(acme.clone(), "tenants/acme.toml", "[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\", \"reports.read\"]\nadmin = [\"*\"]\n[cache]\ncapacity = 1\n")).unwrap();
     let create = sy.permission("notes.create");
     let subject = Subject::new(
+        acme.clone(),
         ActorId::new("alice").unwrap(),
         sy.role_set(["viewer", "editor"]),
         Label::BOTTOM,
+        &nodus_policy::LabelScheme::classic(),
     );
     let handle = store.tenant_handle(&acme);
 

@@ -256,6 +256,7 @@ impl NodusBuilder {
             policy,
             policy_origin: origin,
             commands,
+            issuer: nodus_registry::commands::ContextIssuer::new(),
             vault,
             audit,
             events: EventBus::new(),

@@ -24,6 +24,13 @@ pub enum DenyReason {
     RateLimited,
     /// The command is quarantined by the current policy.
     Quarantined,
+    /// The context's parts belong to different tenants: its subject was made for another tenant,
+    /// or its bound policy handle is another tenant's. Nothing was evaluated.
+    TenantMismatch,
+    /// The subject's clearance was interned under a label scheme the policy no longer has (a level
+    /// or compartment was renamed, reordered, added or removed). Make the subject again with
+    /// `Nodus::subject` and issue a new context; a clearance is never reinterpreted.
+    SessionStale,
 }
 
 impl DenyReason {
@@ -35,6 +42,8 @@ impl DenyReason {
             DenyReason::ClearanceTooLow => "ClearanceTooLow",
             DenyReason::RateLimited => "RateLimited",
             DenyReason::Quarantined => "Quarantined",
+            DenyReason::TenantMismatch => "TenantMismatch",
+            DenyReason::SessionStale => "SessionStale",
         }
     }
 }
@@ -106,6 +115,13 @@ pub enum DispatchError {
         /// The handler's error.
         error: CommandError,
     },
+    /// The handler panicked. The panic was caught, the call audited with reason `HandlerPanicked`,
+    /// and the instance keeps serving; the panic message is not reported (it may hold data).
+    #[error("`{command}` failed: its handler panicked")]
+    HandlerPanicked {
+        /// The command.
+        command: SharedStr,
+    },
     /// The audit log refused the record (its writer stopped): Nodus fails closed.
     #[error("audit log unavailable, call refused: {0}")]
     AuditUnavailable(Arc<AuditError>),
@@ -123,6 +139,7 @@ impl DispatchError {
             DispatchError::PayloadTooLarge { .. } => "PayloadTooLarge",
             DispatchError::InvalidInput { .. } => "InvalidInput",
             DispatchError::Handler { error, .. } => error.code(),
+            DispatchError::HandlerPanicked { .. } => "HandlerPanicked",
             DispatchError::AuditUnavailable(_) => "AuditUnavailable",
             DispatchError::ShuttingDown => "ShuttingDown",
         }

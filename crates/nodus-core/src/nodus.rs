@@ -12,7 +12,8 @@ use nodus_policy::{
     TenantId,
 };
 use nodus_registry::commands::{
-    AuditLevel, Command, CommandEntry, CommandInfo, CommandRegistry, Context, JsonCallError,
+    AuditLevel, Command, CommandEntry, CommandInfo, CommandRegistry, Context, ContextIssuer,
+    JsonCallError,
 };
 use nodus_registry::components::ComponentRegistry;
 use nodus_registry::events::EventBus;
@@ -49,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) policy: Arc<PolicyStore>,
     pub(crate) policy_origin: PolicyOrigin,
     pub(crate) commands: Arc<CommandRegistry>,
+    /// Issues this instance's bound contexts; private, so no one else can bind a context to it.
+    pub(crate) issuer: ContextIssuer,
     pub(crate) vault: Arc<dyn SecretVault>,
     pub(crate) audit: Arc<dyn AuditSink>,
     pub(crate) events: EventBus,
@@ -161,10 +164,14 @@ impl Nodus {
         crate::NodusBuilder::default()
     }
 
-    /// A context for `subject` acting in `tenant` during `session`, bound to this instance: the
-    /// tenant's policy handle and the actor's rate cells are resolved here, once, so calls made with
-    /// it hash nothing. Reuse it for the session; derive per-request copies with
+    /// A context for `subject` acting in `tenant` during `session`, issued and bound by this
+    /// instance: the tenant's policy handle and the actor's rate cells are resolved here, once, so
+    /// calls made with it hash nothing. Reuse it for the session; derive per-request copies with
     /// [`Context::with_request_id`].
+    ///
+    /// Only this instance honours the binding, and every call still checks that the subject was
+    /// made for `tenant` ([`Nodus::subject`]) and under the current label scheme: a mismatch is a
+    /// `TenantMismatch` denial, a stale scheme `SessionStale`, both audited.
     pub fn context(
         &self,
         tenant: &TenantId,
@@ -180,10 +187,14 @@ impl Nodus {
             .inner
             .rates
             .cells(tenant, subject.actor(), classes.max(8));
-        Context::new(own, subject, session).bind(self.inner.id, handle, cells)
+        self.inner
+            .issuer
+            .issue(own, subject, session, handle, cells)
     }
 
-    /// A subject with `roles` (interned once) and a clearance parsed with the tenant's label scheme.
+    /// A subject of `tenant` with `roles` (interned once) and a clearance parsed with the current
+    /// label scheme. The subject belongs to `tenant` and to this scheme: used for another tenant it
+    /// is refused (`TenantMismatch`), after a label-scheme change it is stale (`SessionStale`).
     ///
     /// # Errors
     /// A message naming the label when it does not parse, or the tenant when it is unknown.
@@ -206,7 +217,13 @@ impl Nodus {
             }
         })?;
         let roles = self.inner.policy.symbols().role_set(roles);
-        Ok(Subject::new(actor, roles, clearance))
+        Ok(Subject::new(
+            tenant.clone(),
+            actor,
+            roles,
+            clearance,
+            snap.label_scheme(),
+        ))
     }
 
     /// Calls the typed command `C` with `input`: no JSON, no string hashing, no heap allocation on
@@ -236,8 +253,12 @@ impl Nodus {
         let Some(handler) = entry.typed::<C>() else {
             return self.fail_unknown(ctx, entry.name().clone());
         };
-        let result = handler.call(ctx, input);
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(ctx, input)));
         let latency = started.map(|s| s.elapsed());
+        let Ok(result) = result else {
+            return self.fail_panicked(ctx, entry, snap.epoch, latency);
+        };
         match result {
             Ok(out) => {
                 self.allowed(ctx, entry, snap.epoch, latency, BTreeMap::new())?;
@@ -290,8 +311,13 @@ impl Nodus {
         let span = tracing::debug_span!("nodus.dispatch", command = %entry.name(), tenant = %ctx.tenant(), actor = %ctx.actor());
         let _enter = span.enter();
         let started = inner.record_latency.then(Instant::now);
-        let result = (entry.json_handler())(ctx, payload);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (entry.json_handler())(ctx, payload)
+        }));
         let latency = started.map(|s| s.elapsed());
+        let Ok(result) = result else {
+            return self.fail_panicked(ctx, entry, snap.epoch, latency);
+        };
         match result {
             Ok(out) => {
                 let mut detail = BTreeMap::new();
@@ -334,6 +360,24 @@ impl Nodus {
         }
     }
 
+    /// Audits a caught handler panic (one outcome record, reason `HandlerPanicked`) and reports it.
+    #[cold]
+    fn fail_panicked<T>(
+        &self,
+        ctx: &Context,
+        entry: &CommandEntry,
+        epoch: u64,
+        latency: Option<Duration>,
+    ) -> Result<T, DispatchError> {
+        entry.metrics().errors.increment(1);
+        tracing::error!(command = %entry.name(), tenant = %ctx.tenant(), "command handler panicked");
+        let err = DispatchError::HandlerPanicked {
+            command: entry.name().clone(),
+        };
+        self.audit_error(ctx, entry.name().clone(), &err, epoch, latency)?;
+        Err(err)
+    }
+
     /// Fails closed before a handler runs when the audit log can no longer record its outcome.
     #[inline]
     fn audit_ready(&self) -> Result<(), DispatchError> {
@@ -343,16 +387,23 @@ impl Nodus {
             .map_err(|e| DispatchError::AuditUnavailable(Arc::new(e)))
     }
 
-    /// The guard: tenant, quarantine, RBAC, MAC, rate. A denial is audited before it is returned.
+    /// The guard: tenant walls, known tenant, label scheme, quarantine, RBAC, MAC, rate. A denial
+    /// is audited before it is returned.
     #[inline]
     fn guard(&self, ctx: &Context, entry: &CommandEntry) -> Result<Admitted, DispatchError> {
         let inner = &*self.inner;
-        let bound = ctx.bound_to() == Some(inner.id);
-        let verdict = match (bound, ctx.tenant_handle()) {
-            (true, Some(h)) => h.with_snapshot(|snap| self.decide(ctx, entry, snap, true)),
-            _ => {
+        let verdict = match inner.issuer.binding(ctx) {
+            Some((handle, cells)) => {
+                // Issued by this instance, so built from one tenant; checked anyway, every call.
+                if handle.tenant() != ctx.tenant() {
+                    Verdict::Deny(DenyReason::TenantMismatch, None, 0)
+                } else {
+                    handle.with_snapshot(|snap| self.decide(ctx, entry, snap, Some(cells)))
+                }
+            }
+            None => {
                 let snap = inner.policy.snapshot(ctx.tenant());
-                self.decide(ctx, entry, snap.as_deref(), false)
+                self.decide(ctx, entry, snap.as_deref(), None)
             }
         };
         match verdict {
@@ -367,17 +418,23 @@ impl Nodus {
         ctx: &Context,
         entry: &CommandEntry,
         snap: Option<&PolicySnapshot>,
-        bound: bool,
+        cells: Option<&Arc<RateCells>>,
     ) -> Verdict {
         let inner = &*self.inner;
+        let subject = ctx.subject();
+        if subject.tenant() != ctx.tenant() {
+            return Verdict::Deny(DenyReason::TenantMismatch, None, 0);
+        }
         let Some(snap) = snap else {
             return Verdict::Deny(DenyReason::UnknownTenant, None, 0);
         };
         let epoch = snap.epoch();
+        if subject.scheme() != snap.label_scheme().id() {
+            return Verdict::Deny(DenyReason::SessionStale, None, epoch);
+        }
         if !entry.is_active() {
             return Verdict::Deny(DenyReason::Quarantined, None, epoch);
         }
-        let subject = ctx.subject();
         if !snap.permits(subject, entry.permission()) {
             return Verdict::Deny(DenyReason::MissingPermission, None, epoch);
         }
@@ -392,9 +449,9 @@ impl Nodus {
             .or_else(|| snap.rate_limit(inner.default_class))
         {
             let now = inner.clock.mono_ns();
-            let verdict = match (bound, ctx.rate_cells()) {
-                (true, Some(cells)) => cells.check(class, limit, now),
-                _ => self.unbound_cells(ctx).check(class, limit, now),
+            let verdict = match cells {
+                Some(cells) => cells.check(class, limit, now),
+                None => self.unbound_cells(ctx).check(class, limit, now),
             };
             if let Err(retry) = verdict {
                 return Verdict::Deny(DenyReason::RateLimited, Some(retry), epoch);

@@ -143,10 +143,7 @@ fn clearance_too_low_is_denied() {
 #[test]
 fn unknown_tenant_is_denied() {
     let n = build_in_memory();
-    let acme = tenant("acme");
-    let s = n
-        .subject(&acme, actor("mallory"), &["admin"], "UNCLASSIFIED")
-        .unwrap();
+    let s = common::unknown_tenant_subject(&n, "initech", "mallory", &["admin"]);
     let ctx = n.context(&tenant("initech"), s, "s");
     assert_eq!(
         denial(n.invoke::<Ping>(&ctx, 1).unwrap_err()),
@@ -363,6 +360,12 @@ fn a_label_the_new_policy_cannot_parse_quarantines_the_command() {
         .with_system("system.toml", &no_crypto)
         .with_tenant(tenant("acme"), "tenants/acme.toml", &tenant_toml(false));
     n.reload_policy(sources).unwrap();
+    // The scheme changed: alice's clearance is never reinterpreted under the new names.
+    assert_eq!(
+        denial(n.invoke::<ReadReport>(&alice, ()).unwrap_err()),
+        DenyReason::SessionStale
+    );
+    let alice = ctx(&n, "acme", "alice", &["editor"], "SECRET");
     assert_eq!(
         denial(n.invoke::<ReadReport>(&alice, ()).unwrap_err()),
         DenyReason::Quarantined
@@ -392,6 +395,7 @@ fn a_label_the_new_policy_cannot_parse_quarantines_the_command() {
         nodus_core::registry::commands::CommandStatus::Quarantined { .. }
     ));
     n.reload_policy(sources_for_restore()).unwrap();
+    let alice = ctx(&n, "acme", "alice", &["editor"], "SECRET//CRYPTO");
     assert!(n.invoke::<ReadReport>(&alice, ()).is_ok());
 }
 
@@ -437,16 +441,8 @@ fn every_outcome_is_audited_and_the_log_verifies() {
     let n = build_in_memory();
     let alice = ctx(&n, "acme", "alice", &["editor"], "CONFIDENTIAL");
     let bob = ctx(&n, "acme", "bob", &["viewer"], "UNCLASSIFIED");
-    let root = ctx(&n, "acme", "root", &["admin"], "TOP SECRET//CRYPTO,NOFORN");
     let stranger = {
-        let s = n
-            .subject(
-                &tenant("acme"),
-                actor("mallory"),
-                &["admin"],
-                "UNCLASSIFIED",
-            )
-            .unwrap();
+        let s = common::unknown_tenant_subject(&n, "initech", "mallory", &["admin"]);
         n.context(&tenant("initech"), s, "s")
     };
     let before = n.flush_audit().unwrap().checkpoint.size;
@@ -481,6 +477,7 @@ fn every_outcome_is_audited_and_the_log_verifies() {
         .with_system("system.toml", &no_crypto)
         .with_tenant(tenant("acme"), "tenants/acme.toml", &tenant_toml(false));
     n.reload_policy(quarantine).unwrap();
+    let root = ctx(&n, "acme", "root", &["admin"], "TOP SECRET//NOFORN"); // the new scheme
     let e = n.invoke::<ReadReport>(&root, ()).unwrap_err(); // Quarantined
     assert_eq!(denial(e), DenyReason::Quarantined);
 
@@ -841,9 +838,7 @@ fn json_handlers_share_the_guard_the_errors_and_the_audit() {
 #[test]
 fn a_reload_adding_or_removing_a_tenant_reaches_live_contexts() {
     let n = build_in_memory();
-    let s = n
-        .subject(&tenant("acme"), actor("ivy"), &["editor"], "UNCLASSIFIED")
-        .unwrap();
+    let s = common::unknown_tenant_subject(&n, "initech", "ivy", &["editor"]);
     let ivy = n.context(&tenant("initech"), s, "s");
     assert_eq!(
         denial(n.invoke::<Ping>(&ivy, 1).unwrap_err()),

@@ -144,6 +144,34 @@ pub enum LabelError {
 pub struct LabelScheme {
     levels: Arc<[Arc<str>]>,
     compartments: Arc<[Arc<str>]>,
+    fingerprint: SchemeId,
+}
+
+/// Identifies a label scheme by its content: the level names in order and the compartment names in
+/// order. A [`Label`] is only meaningful under the scheme it was parsed with; a subject records the
+/// `SchemeId` of its clearance so that a renamed or reordered scheme is detected, never silently
+/// reinterpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SchemeId(pub u64);
+
+impl SchemeId {
+    fn of(levels: &[Arc<str>], compartments: &[Arc<str>]) -> SchemeId {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"nodus-label-scheme-v1\0");
+        for (tag, names) in [(b'L', levels), (b'C', compartments)] {
+            h.update([tag]);
+            h.update((names.len() as u64).to_be_bytes());
+            for n in names {
+                h.update((n.len() as u64).to_be_bytes());
+                h.update(n.as_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(digest.get(..8).unwrap_or(&[0; 8]));
+        SchemeId(u64::from_be_bytes(first))
+    }
 }
 
 impl fmt::Debug for LabelScheme {
@@ -203,9 +231,11 @@ impl LabelScheme {
             return Err(LabelError::TooManyCompartments(compartments.len()));
         }
         check_names(levels.iter().chain(compartments.iter()))?;
+        let fingerprint = SchemeId::of(&levels, &compartments);
         Ok(LabelScheme {
             levels,
             compartments,
+            fingerprint,
         })
     }
 
@@ -215,10 +245,20 @@ impl LabelScheme {
             .into_iter()
             .map(Arc::from)
             .collect();
+        let compartments: Arc<[Arc<str>]> = Arc::from(Vec::new());
+        let fingerprint = SchemeId::of(&levels, &compartments);
         LabelScheme {
             levels,
-            compartments: Arc::from(Vec::new()),
+            compartments,
+            fingerprint,
         }
+    }
+
+    /// The scheme's identity: equal for equal level and compartment names in equal order, different
+    /// after any rename, reorder, addition or removal.
+    #[inline]
+    pub fn id(&self) -> SchemeId {
+        self.fingerprint
     }
 
     /// Level names, lowest first.

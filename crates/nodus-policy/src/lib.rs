@@ -14,7 +14,7 @@ mod value;
 pub use compile::Provenance;
 pub use error::{AccessError, ExplainError, PolicyError, PolicyErrorKind, PolicyErrors};
 pub use ids::{ActorId, IdError, TenantId};
-pub use label::{Label, LabelError, LabelScheme};
+pub use label::{Label, LabelError, LabelScheme, SchemeId};
 pub use schema::{BUILTIN_SCHEMA, KeySpec, Schema};
 pub use snapshot::{PolicySnapshot, WriteRule};
 pub use source::PolicySources;

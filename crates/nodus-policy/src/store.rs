@@ -282,8 +282,14 @@ struct State {
 ///         "#),
 /// ).unwrap();
 /// let read = store.symbols().permission("notes.read");
-/// let alice = Subject::new(ActorId::new("alice").unwrap(), store.symbols().role_set(["editor"]), Label::BOTTOM);
 /// let snap = store.snapshot(&acme).unwrap();
+/// let alice = Subject::new(
+///     acme.clone(),
+///     ActorId::new("alice").unwrap(),
+///     store.symbols().role_set(["editor"]),
+///     Label::BOTTOM,
+///     snap.label_scheme(),
+/// );
 /// assert!(snap.permits(&alice, read));
 /// let why = store.explain(&acme, None, "observability.sampling_rate").unwrap();
 /// assert_eq!(why.file.as_deref(), Some("tenants/acme.toml"));

@@ -7,10 +7,12 @@
 //! bitset indexed by [`PermissionId`].
 //!
 //! ```
-//! use nodus_policy::{ActorId, Label, Subject, Symbols};
+//! use nodus_policy::{ActorId, Label, LabelScheme, Subject, Symbols, TenantId};
 //! let symbols = Symbols::default();
 //! let roles = symbols.role_set(["editor", "viewer"]);
-//! let alice = Subject::new(ActorId::new("alice").unwrap(), roles, Label::BOTTOM);
+//! let scheme = LabelScheme::classic();
+//! let acme = TenantId::new("acme").unwrap();
+//! let alice = Subject::new(acme, ActorId::new("alice").unwrap(), roles, Label::BOTTOM, &scheme);
 //! assert_eq!(alice.roles().len(), 2);
 //! assert_eq!(&*symbols.role_name(alice.roles().ids()[0]).unwrap(), "editor");
 //! ```
@@ -21,7 +23,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::{ActorId, Label};
+use crate::{ActorId, Label, LabelScheme, SchemeId, TenantId};
 
 /// A dense, append-only string interner. Interning takes a write lock; looking a name up by id
 /// takes a read lock. Neither happens on the decision path.
@@ -264,24 +266,52 @@ impl fmt::Debug for PermissionSet {
     }
 }
 
-/// Who is acting: an actor, their roles within the tenant and their clearance.
+/// Who is acting: an actor of one tenant, their roles within that tenant and their clearance.
+///
+/// A subject belongs to the tenant it was made for: a decision for another tenant refuses it
+/// (`TenantMismatch`) instead of evaluating its role names against that tenant's roles. Its
+/// clearance is interned under one label scheme, whose [`SchemeId`] it records: after the scheme
+/// changes (a level renamed, reordered, added or removed) the subject is stale and must be made
+/// again; it is never reinterpreted under the new names.
 ///
 /// Build one per session (interning role names once) and reuse it for every call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subject {
+    tenant: TenantId,
     actor: ActorId,
     roles: RoleSet,
     clearance: Label,
+    scheme: SchemeId,
 }
 
 impl Subject {
-    /// A subject from its parts.
-    pub fn new(actor: ActorId, roles: RoleSet, clearance: Label) -> Self {
+    /// A subject of `tenant` with `roles` and a `clearance` parsed under `scheme`.
+    pub fn new(
+        tenant: TenantId,
+        actor: ActorId,
+        roles: RoleSet,
+        clearance: Label,
+        scheme: &LabelScheme,
+    ) -> Self {
         Subject {
+            tenant,
             actor,
             roles,
             clearance,
+            scheme: scheme.id(),
         }
+    }
+
+    /// The tenant this subject belongs to.
+    #[inline]
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The label scheme the clearance was interned under.
+    #[inline]
+    pub fn scheme(&self) -> SchemeId {
+        self.scheme
     }
 
     /// The actor.

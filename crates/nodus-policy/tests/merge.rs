@@ -496,7 +496,15 @@ fn permits_with_wildcards_late_permissions_and_undefined_roles() {
     let sy = store.symbols();
     let read = sy.permission("notes.read");
     let snap = store.snapshot(&t("acme")).unwrap();
-    let subject = |roles: &[&str]| Subject::new(a("x"), sy.role_set(roles), Label::BOTTOM);
+    let subject = |roles: &[&str]| {
+        Subject::new(
+            t("acme"),
+            a("x"),
+            sy.role_set(roles),
+            Label::BOTTOM,
+            snap.label_scheme(),
+        )
+    };
     assert!(snap.permits(&subject(&["viewer"]), read));
     assert!(snap.permits(&subject(&["editor"]), read));
     assert!(snap.permits(&subject(&["admin"]), read));
@@ -528,7 +536,13 @@ fn mac_read_and_write_rules() {
         let snap = store.snapshot(&t("acme")).unwrap();
         let scheme = snap.label_scheme().clone();
         let secret = scheme.parse("SECRET").unwrap();
-        let subject = Subject::new(a("x"), store.symbols().role_set(["viewer"]), secret);
+        let subject = Subject::new(
+            t("acme"),
+            a("x"),
+            store.symbols().role_set(["viewer"]),
+            secret,
+            &scheme,
+        );
         let low = scheme.parse("CONFIDENTIAL").unwrap();
         let high = scheme.parse("TOP SECRET").unwrap();
         assert!(

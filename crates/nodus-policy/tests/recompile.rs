@@ -34,14 +34,18 @@ fn late_names_are_decided_then_recompiled_without_a_visible_change() {
     assert!(!snap.is_current(), "the tables predate `notes.archive`");
     let roles = |r: &[&str]| store.symbols().role_set(r.iter().copied());
     let editor = Subject::new(
+        acme.clone(),
         ActorId::new("alice").unwrap(),
         roles(&["editor"]),
         Default::default(),
+        snap.label_scheme(),
     );
     let viewer = Subject::new(
+        acme.clone(),
         ActorId::new("bob").unwrap(),
         roles(&["viewer"]),
         Default::default(),
+        snap.label_scheme(),
     );
     // Correct already, on the slow path.
     assert!(snap.permits(&editor, late));

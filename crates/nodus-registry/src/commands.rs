@@ -42,6 +42,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, Guard};
 use nodus_policy::{
@@ -300,18 +301,31 @@ pub fn parse_input<T: DeserializeOwned>(json: &str) -> Result<T, JsonCallError> 
 
 /// Who is calling, for which tenant, in which session: the first argument of every call.
 ///
-/// Build it once per session with `Nodus::context` (which binds the tenant's policy handle and the
-/// actor's rate cells so that the hot path hashes nothing), then derive per-request copies with
-/// [`Context::with_request_id`] (cloning never allocates).
+/// Build it once per session with `Nodus::context`, which *issues* it: it binds the tenant's policy
+/// handle and the actor's rate cells so that the hot path hashes nothing, and stamps the context
+/// with the instance's private [`ContextIssuer`]. There is no public way to attach a binding to a
+/// context: an instance trusts only the bindings its own issuer made, and even then checks on every
+/// call that the bound policy handle and the subject belong to the context's tenant
+/// (`TenantMismatch` otherwise). Derive per-request copies with [`Context::with_request_id`]
+/// (cloning never allocates).
+///
+/// [`Context::new`] makes an *unbound* context, for calling a [`Command`] directly (unit tests)
+/// or for hosts that do not keep contexts: an instance resolves its tenant and rate cells on every
+/// call, and applies the same checks.
 #[derive(Clone)]
 pub struct Context {
     tenant: TenantId,
     subject: Subject,
     session: Arc<str>,
     request_id: u64,
-    bound_to: Option<u64>,
-    tenant_handle: Option<TenantHandle>,
-    rate: Option<Arc<RateCells>>,
+    binding: Option<Binding>,
+}
+
+#[derive(Clone)]
+struct Binding {
+    issuer: u64,
+    tenant_handle: TenantHandle,
+    rate: Arc<RateCells>,
 }
 
 impl fmt::Debug for Context {
@@ -321,33 +335,75 @@ impl fmt::Debug for Context {
             .field("subject", &self.subject)
             .field("session", &self.session)
             .field("request_id", &self.request_id)
-            .field("bound", &self.tenant_handle.is_some())
+            .field("bound", &self.binding.is_some())
             .finish()
     }
 }
 
+/// Issues bound [`Context`]s. Each issuer has a process-unique identity that cannot be chosen or
+/// copied: a `Nodus` instance keeps its issuer private and honours only the bindings it issued,
+/// so a context bound elsewhere (another instance, a host-made issuer) is never trusted as bound.
+#[derive(Debug)]
+pub struct ContextIssuer {
+    id: u64,
+}
+
+static NEXT_ISSUER: AtomicU64 = AtomicU64::new(1);
+
+impl Default for ContextIssuer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ContextIssuer {
+    /// A new issuer with a fresh identity.
+    pub fn new() -> Self {
+        ContextIssuer {
+            id: NEXT_ISSUER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// A context for `subject` in `tenant`, bound to `tenant_handle` and `rate`.
+    pub fn issue(
+        &self,
+        tenant: TenantId,
+        subject: Subject,
+        session: impl AsRef<str>,
+        tenant_handle: TenantHandle,
+        rate: Arc<RateCells>,
+    ) -> Context {
+        let mut ctx = Context::new(tenant, subject, session);
+        ctx.binding = Some(Binding {
+            issuer: self.id,
+            tenant_handle,
+            rate,
+        });
+        ctx
+    }
+
+    /// The bound policy handle and rate cells of `ctx`, when this issuer issued it; `None` for
+    /// unbound contexts and contexts issued elsewhere.
+    #[inline]
+    pub fn binding<'c>(&self, ctx: &'c Context) -> Option<(&'c TenantHandle, &'c Arc<RateCells>)> {
+        match &ctx.binding {
+            Some(b) if b.issuer == self.id => Some((&b.tenant_handle, &b.rate)),
+            _ => None,
+        }
+    }
+}
+
 impl Context {
-    /// An unbound context. `Nodus::context` gives a bound one; an unbound context works too, it
-    /// only resolves the tenant and the actor's rate cells on every call.
+    /// An unbound context: an instance resolves the tenant and the actor's rate cells on every
+    /// call. `Nodus::context` gives a bound one.
     pub fn new(tenant: TenantId, subject: Subject, session: impl AsRef<str>) -> Self {
         Context {
             tenant,
             subject,
             session: Arc::from(session.as_ref()),
             request_id: 0,
-            bound_to: None,
-            tenant_handle: None,
-            rate: None,
+            binding: None,
         }
-    }
-
-    /// Binds the tenant's policy handle and the actor's rate cells of the instance `owner` (done by
-    /// `Nodus::context`). An instance ignores bindings made by another instance.
-    pub fn bind(mut self, owner: u64, tenant_handle: TenantHandle, rate: Arc<RateCells>) -> Self {
-        self.bound_to = Some(owner);
-        self.tenant_handle = Some(tenant_handle);
-        self.rate = Some(rate);
-        self
     }
 
     /// A copy of this context for another request (no allocation).
@@ -382,19 +438,10 @@ impl Context {
         self.request_id
     }
 
-    /// The instance this context is bound to, if any.
-    pub fn bound_to(&self) -> Option<u64> {
-        self.bound_to
-    }
-
-    /// The bound tenant policy handle, if any.
-    pub fn tenant_handle(&self) -> Option<&TenantHandle> {
-        self.tenant_handle.as_ref()
-    }
-
-    /// The bound rate cells, if any.
-    pub fn rate_cells(&self) -> Option<&Arc<RateCells>> {
-        self.rate.as_ref()
+    /// `true` when an issuer bound this context (whether a given instance trusts the binding is
+    /// that instance's decision).
+    pub fn is_bound(&self) -> bool {
+        self.binding.is_some()
     }
 }
 
@@ -839,9 +886,11 @@ mod tests {
         Context::new(
             TenantId::new("t").unwrap(),
             Subject::new(
+                TenantId::new("t").unwrap(),
                 ActorId::new("a").unwrap(),
                 sy.role_set(["r"]),
                 Label::BOTTOM,
+                &nodus_policy::LabelScheme::classic(),
             ),
             "s",
         )

@@ -64,9 +64,11 @@ fn ctx() -> Context {
     Context::new(
         TenantId::new("acme").unwrap(),
         Subject::new(
+            TenantId::new("acme").unwrap(),
             ActorId::new("alice").unwrap(),
             symbols.role_set(["editor"]),
             Label::BOTTOM,
+            &crypto(),
         ),
         "s",
     )

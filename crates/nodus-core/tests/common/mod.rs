@@ -9,7 +9,8 @@
 )]
 
 use nodus_core::{
-    ActorId, Command, CommandError, CommandSpec, Context, MasterKey, Nodus, PolicySources, TenantId,
+    ActorId, Command, CommandError, CommandSpec, Context, Label, MasterKey, Nodus, PolicySources,
+    Subject, TenantId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,19 @@ pub fn build_in_memory() -> Nodus {
         .command(Ping)
         .build()
         .unwrap()
+}
+
+/// A subject of a tenant that has no policy (so `Nodus::subject` cannot make it), under the current
+/// label scheme.
+pub fn unknown_tenant_subject(nodus: &Nodus, t: &str, a: &str, roles: &[&str]) -> Subject {
+    let scheme = nodus.policy().system_snapshot().label_scheme().clone();
+    Subject::new(
+        tenant(t),
+        actor(a),
+        nodus.policy().symbols().role_set(roles),
+        Label::BOTTOM,
+        &scheme,
+    )
 }
 
 pub fn ctx(nodus: &Nodus, t: &str, a: &str, roles: &[&str], clearance: &str) -> Context {
