@@ -257,6 +257,7 @@ impl NodusBuilder {
             policy_origin: origin,
             commands,
             issuer: nodus_registry::commands::ContextIssuer::new(),
+            watcher: Mutex::new(None),
             vault,
             audit,
             events: EventBus::new(),

@@ -250,3 +250,21 @@ pub enum SubjectError {
         reason: String,
     },
 }
+
+/// Why `Nodus::watch_policy` could not start watching.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The policy was given in memory: there is no directory to watch.
+    #[error("this instance was built from in-memory policy: there is no directory to watch")]
+    NoDirectory,
+    /// A watcher already runs for this instance.
+    #[error("the policy directory is already being watched")]
+    AlreadyWatching,
+    /// The instance is shut down.
+    #[error("this Nodus instance is shut down")]
+    ShutDown,
+    /// The watcher thread could not be started.
+    #[error("cannot start the policy watcher thread: {0}")]
+    Spawn(std::io::Error),
+}

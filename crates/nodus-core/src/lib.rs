@@ -7,13 +7,18 @@ mod error;
 mod nodus;
 #[cfg(feature = "policy-layer")]
 mod policy_layer;
+mod policy_view;
 mod signer;
+mod watch;
 
 pub use builder::{AUDIT_FILE, NodusBuilder, VAULT_FILE};
-pub use error::{BuildError, Denial, DenyReason, DispatchError, ReloadError, SubjectError};
+pub use error::{
+    BuildError, Denial, DenyReason, DispatchError, ReloadError, SubjectError, WatchError,
+};
 pub use nodus::Nodus;
 #[cfg(feature = "policy-layer")]
 pub use policy_layer::PolicyFilter;
+pub use policy_view::PolicyView;
 pub use signer::AUDIT_KEY_PURPOSE;
 
 /// Everything a host needs, re-exported from the subsystem crates.

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) shutdown_lock: Mutex<bool>,
     pub(crate) reload_lock: Mutex<()>,
+    /// The policy directory watcher, when `watch_policy` started one.
+    pub(crate) watcher: Mutex<Option<crate::watch::PolicyWatch>>,
 }
 
 impl Inner {
@@ -75,6 +77,10 @@ impl Inner {
             return Ok(());
         }
         *done = true;
+        // No reload may start once the audit log is closing.
+        if let Some(w) = self.watcher.lock().take() {
+            w.stop();
+        }
         self.closed.store(true, Ordering::SeqCst);
         let flushed = self.audit.flush().map(|_| ());
         let stopped = self.audit.shutdown();
@@ -649,16 +655,24 @@ impl Nodus {
                 Ok(report)
             }
             Err(errors) => {
-                let mut rec = AuditRecord::new("policy.reloaded", Outcome::Error);
-                rec.time_ms = time_ms;
-                rec.policy_epoch = self.inner.policy.epoch();
-                rec.reason = Some(Cow::Borrowed("InvalidPolicy"));
-                rec.detail
-                    .insert("problems".into(), errors.errors().len().to_string());
-                self.audit_event(rec)?;
+                self.audit_failed_reload(time_ms, &errors)?;
                 Err(ReloadError::Invalid(errors))
             }
         }
+    }
+
+    fn audit_failed_reload(
+        &self,
+        time_ms: u64,
+        errors: &nodus_policy::PolicyErrors,
+    ) -> Result<(), nodus_security::audit::AuditError> {
+        let mut rec = AuditRecord::new("policy.reloaded", Outcome::Error);
+        rec.time_ms = time_ms;
+        rec.policy_epoch = self.inner.policy.epoch();
+        rec.reason = Some(Cow::Borrowed("InvalidPolicy"));
+        rec.detail
+            .insert("problems".into(), errors.errors().len().to_string());
+        self.audit_event(rec)
     }
 
     /// Re-applies every tenant's `plugins.allowed` and `ui.allowed_components` (and its trust store)
@@ -815,24 +829,75 @@ impl Nodus {
         &self.inner.trust
     }
 
-    /// Reloads from the policy directory the instance was built with.
+    /// Reloads from the policy directory the instance was built with. A directory that cannot be
+    /// read is a failed reload like an invalid policy: audited, nothing changed.
     ///
     /// # Errors
     /// [`ReloadError::NoDirectory`] when the policy was given in memory, else as
     /// [`Nodus::reload_policy`].
     pub fn reload_policy_from_dir(&self) -> Result<ReloadReport, ReloadError> {
         match &self.inner.policy_origin {
-            PolicyOrigin::Dir(dir) => {
-                let sources = PolicySources::from_dir(dir)?;
-                self.reload_policy(sources)
-            }
+            PolicyOrigin::Dir(dir) => match PolicySources::from_dir(dir) {
+                Ok(sources) => self.reload_policy(sources),
+                Err(errors) => {
+                    let _one_at_a_time = self.inner.reload_lock.lock();
+                    self.audit_failed_reload(self.now_ms(), &errors)?;
+                    Err(ReloadError::Invalid(errors))
+                }
+            },
             PolicyOrigin::Memory => Err(ReloadError::NoDirectory),
         }
     }
 
-    /// The policy store (snapshots, explain, symbols).
-    pub fn policy(&self) -> &Arc<PolicyStore> {
-        &self.inner.policy
+    /// Watches the policy directory the instance was built with, every `interval`, and reloads it
+    /// when a file changes — through the same path as [`Nodus::reload_policy_from_dir`], so every
+    /// attempt is validated, audited (`policy.reloaded`, allowed or error) and published on the
+    /// event bus. The watcher is a thread the instance owns: [`Nodus::shutdown`] stops and joins
+    /// it. Changes are detected by file modification time and size (symlinked files are followed,
+    /// symlinked directories are not entered), against the directory as it is when this is
+    /// called: an edit made between `build()` and this call is picked up by the next change, or
+    /// by calling [`Nodus::reload_policy_from_dir`] first.
+    ///
+    /// # Errors
+    /// [`WatchError::NoDirectory`] for a policy given in memory, [`WatchError::AlreadyWatching`]
+    /// when a watcher runs, [`WatchError::ShutDown`] after shutdown, [`WatchError::Spawn`] when
+    /// the thread cannot start.
+    pub fn watch_policy(&self, interval: Duration) -> Result<(), crate::WatchError> {
+        let PolicyOrigin::Dir(dir) = &self.inner.policy_origin else {
+            return Err(crate::WatchError::NoDirectory);
+        };
+        // Held across the check and the spawn, so shutdown cannot slip between them.
+        let done = self.inner.shutdown_lock.lock();
+        if *done {
+            return Err(crate::WatchError::ShutDown);
+        }
+        let mut slot = self.inner.watcher.lock();
+        if slot.is_some() {
+            return Err(crate::WatchError::AlreadyWatching);
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let watch = crate::watch::PolicyWatch::spawn(dir.clone(), interval, move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            let nodus = Nodus { inner };
+            if nodus.is_shut_down() {
+                return false;
+            }
+            // Success and failure are both audited and published by the reload path.
+            let _ = nodus.reload_policy_from_dir();
+            true
+        })
+        .map_err(crate::WatchError::Spawn)?;
+        *slot = Some(watch);
+        drop(done);
+        Ok(())
+    }
+
+    /// A read-only view of the policy (snapshots, explain, symbols). Changing policy goes through
+    /// [`Nodus::reload_policy`] and friends only, which audit and publish every change.
+    pub fn policy(&self) -> crate::PolicyView {
+        crate::PolicyView::from(self.inner.policy.clone())
     }
 
     /// The vault.

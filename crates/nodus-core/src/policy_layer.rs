@@ -19,7 +19,7 @@
 //! use nodus_core::PolicyFilter;
 //! use tracing_subscriber::{Layer, Registry, layer::SubscriberExt};
 //! # fn demo(nodus: &nodus_core::Nodus) {
-//! let filter = PolicyFilter::new(nodus.policy().clone());
+//! let filter = PolicyFilter::new(nodus.policy());
 //! let layer = tracing_subscriber::fmt::layer().with_filter(filter);
 //! let subscriber = Registry::default().with(layer);
 //! // tracing::subscriber::set_global_default(subscriber) — the host's choice, never ours.
@@ -28,10 +28,11 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use nodus_policy::{ActorId, PolicyStore, TenantId};
+use nodus_policy::{ActorId, TenantId};
+
+use crate::PolicyView;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id};
 use tracing::{Level, Metadata, Subscriber};
@@ -47,7 +48,7 @@ struct Decision {
 
 /// A `tracing_subscriber` per-layer filter applying each tenant's observability policy.
 pub struct PolicyFilter {
-    store: Arc<PolicyStore>,
+    store: PolicyView,
     calls: AtomicU64,
 }
 
@@ -100,10 +101,11 @@ fn is_ours(meta: &Metadata<'_>) -> bool {
 }
 
 impl PolicyFilter {
-    /// A filter reading policy from `store` (usually `nodus.policy().clone()`).
-    pub fn new(store: Arc<PolicyStore>) -> Self {
+    /// A filter reading policy from `policy`: usually `nodus.policy()`, or an
+    /// `Arc<PolicyStore>` the host owns.
+    pub fn new(policy: impl Into<PolicyView>) -> Self {
         PolicyFilter {
-            store,
+            store: policy.into(),
             calls: AtomicU64::new(0),
         }
     }
@@ -176,7 +178,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nodus_policy::PolicySources;
+    use nodus_policy::{PolicySources, PolicyStore};
+    use std::sync::Arc;
     use std::sync::Mutex;
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;

@@ -92,10 +92,8 @@ fn tenant_policy_governs_tracing_and_a_reload_changes_it() {
         .build()
         .unwrap();
     let seen = Seen::default();
-    let subscriber = tracing_subscriber::registry().with(
-        seen.clone()
-            .with_filter(PolicyFilter::new(n.policy().clone())),
-    );
+    let subscriber = tracing_subscriber::registry()
+        .with(seen.clone().with_filter(PolicyFilter::new(n.policy())));
     let acme = ctx(&n, "acme", "alice", &["viewer"], "UNCLASSIFIED");
     let globex = ctx(&n, "globex", "gina", &["viewer"], "UNCLASSIFIED");
 
