@@ -38,6 +38,26 @@ pub(crate) fn next_instance_id() -> u64 {
     NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Whether two tenant ids are the same: pointer equality first (a context and the subject it was
+/// issued with share one id), else a byte comparison inlined for short ids (no libc call on the
+/// hot path).
+#[inline(always)]
+fn same_tenant(a: &TenantId, b: &TenantId) -> bool {
+    if Arc::ptr_eq(a.as_arc(), b.as_arc()) {
+        return true;
+    }
+    let (a, b) = (a.as_str().as_bytes(), b.as_str().as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a8, a_rest) = a.as_chunks::<8>();
+    let (b8, b_rest) = b.as_chunks::<8>();
+    a8.iter()
+        .zip(b8)
+        .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && a_rest.iter().zip(b_rest).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// Where the policy came from, so that `policy.reload` can re-read it.
 #[derive(Debug, Clone)]
 pub(crate) enum PolicyOrigin {
@@ -184,10 +204,16 @@ impl Nodus {
         subject: Subject,
         session: impl AsRef<str>,
     ) -> Context {
-        let handle = self.inner.policy.tenant_handle(tenant);
-        // A context-private copy of the tenant id: audit records clone it on every call, and threads
-        // serving the same tenant should not share that reference count's cache line.
-        let own = TenantId::new(tenant.as_str()).unwrap_or_else(|_| tenant.clone());
+        // A session-private copy of the tenant id: audit records clone it on every call, and
+        // threads serving the same tenant should not share that reference count's cache line.
+        // `Nodus::subject` gives each subject its own copy; sharing it with the context and the
+        // bound handle lets the guard's every-call tenant checks succeed on a pointer comparison.
+        let own = if subject.tenant() == tenant {
+            subject.tenant().clone()
+        } else {
+            TenantId::new(tenant.as_str()).unwrap_or_else(|_| tenant.clone())
+        };
+        let handle = self.inner.policy.tenant_handle(&own);
         let classes = self.inner.policy.symbols().rate_classes().len();
         let cells = self
             .inner
@@ -223,8 +249,10 @@ impl Nodus {
             }
         })?;
         let roles = self.inner.policy.symbols().role_set(roles);
+        // The subject's own copy of the id (see `Nodus::context`).
+        let own = TenantId::new(tenant.as_str()).unwrap_or_else(|_| tenant.clone());
         Ok(Subject::new(
-            tenant.clone(),
+            own,
             actor,
             roles,
             clearance,
@@ -398,18 +426,24 @@ impl Nodus {
     #[inline]
     fn guard(&self, ctx: &Context, entry: &CommandEntry) -> Result<Admitted, DispatchError> {
         let inner = &*self.inner;
-        let verdict = match inner.issuer.binding(ctx) {
-            Some((handle, cells)) => {
-                // Issued by this instance, so built from one tenant; checked anyway, every call.
-                if handle.tenant() != ctx.tenant() {
-                    Verdict::Deny(DenyReason::TenantMismatch, None, 0)
-                } else {
-                    handle.with_snapshot(|snap| self.decide(ctx, entry, snap, Some(cells)))
+        // The walls first: a subject made for another tenant is never evaluated here.
+        let verdict = if !same_tenant(ctx.subject().tenant(), ctx.tenant()) {
+            Verdict::Deny(DenyReason::TenantMismatch, None, 0)
+        } else {
+            match inner.issuer.binding(ctx) {
+                Some((handle, cells)) => {
+                    // Issued by this instance, so built from one tenant; checked anyway, every
+                    // call.
+                    if same_tenant(handle.tenant(), ctx.tenant()) {
+                        handle.with_snapshot(|snap| self.decide(ctx, entry, snap, Some(cells)))
+                    } else {
+                        Verdict::Deny(DenyReason::TenantMismatch, None, 0)
+                    }
                 }
-            }
-            None => {
-                let snap = inner.policy.snapshot(ctx.tenant());
-                self.decide(ctx, entry, snap.as_deref(), None)
+                None => {
+                    let snap = inner.policy.snapshot(ctx.tenant());
+                    self.decide(ctx, entry, snap.as_deref(), None)
+                }
             }
         };
         match verdict {
@@ -428,9 +462,6 @@ impl Nodus {
     ) -> Verdict {
         let inner = &*self.inner;
         let subject = ctx.subject();
-        if subject.tenant() != ctx.tenant() {
-            return Verdict::Deny(DenyReason::TenantMismatch, None, 0);
-        }
         let Some(snap) = snap else {
             return Verdict::Deny(DenyReason::UnknownTenant, None, 0);
         };
