@@ -38,7 +38,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use nodus_policy::TenantId;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+/// The zeroizing buffer [`SecretVault::open`] returns plaintext in, re-exported so that vault
+/// implementations and decorators need no direct `zeroize` dependency.
+pub use zeroize::Zeroizing;
 
 pub use soft::SoftVault;
 pub use trust::{IssuerInfo, TrustStore, TrustVerdict, key_id_for};
