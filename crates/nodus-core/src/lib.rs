@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+mod audited_vault;
+pub use audited_vault::AuditedVault;
 mod builder;
 pub mod builtins;
 mod clock;

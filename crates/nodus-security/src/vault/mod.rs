@@ -9,13 +9,18 @@
 //! let vault = SoftVault::in_memory(MasterKey::from_bytes([7; 32])).unwrap();
 //! let acme = TenantId::new("acme").unwrap();
 //! let key = vault.generate(&KeyScope::Tenant(acme.clone()), "fields", KeyAlgorithm::XChaCha20Poly1305).unwrap();
-//! let ctx = EnvelopeContext { tenant: Some(&acme), table: "notes", entity_id: "n1", field: "body" };
+//! let ctx = EnvelopeContext::tenant(&acme, "notes", "n1", "body");
 //! let sealed = vault.seal(&key.id, b"meet at noon", &ctx).unwrap();
 //! assert_eq!(&*vault.open(&sealed, &ctx).unwrap(), b"meet at noon");
 //!
 //! // Moved to another field: refused, with one opaque error.
 //! let other = EnvelopeContext { field: "title", ..ctx };
 //! assert!(vault.open(&sealed, &other).is_err());
+//!
+//! // A key seals only for its own scope: acme's key under globex's context is refused.
+//! let globex = TenantId::new("globex").unwrap();
+//! let theirs = EnvelopeContext::tenant(&globex, "notes", "n1", "body");
+//! assert_eq!(vault.seal(&key.id, b"x", &theirs).unwrap_err().code(), "ScopeMismatch");
 //!
 //! // Rotation: old ciphertext still opens; rewrap moves it to the new version.
 //! vault.rotate(&key.id).unwrap();
@@ -33,7 +38,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use nodus_policy::TenantId;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
+/// The zeroizing buffer [`SecretVault::open`] returns plaintext in, re-exported so that vault
+/// implementations and decorators need no direct `zeroize` dependency.
+pub use zeroize::Zeroizing;
 
 pub use soft::SoftVault;
 pub use trust::{IssuerInfo, TrustStore, TrustVerdict, key_id_for};
@@ -201,6 +208,10 @@ pub struct KeyMeta {
 }
 
 /// What a ciphertext is bound to: it opens only with the same context.
+///
+/// The context also names the scope the caller acts in, and a key is used only in its own scope
+/// (see [`SecretVault::seal`]): a tenant's data is sealed under [`EnvelopeContext::tenant`] with
+/// that tenant's key, system data under [`EnvelopeContext::system`] with a system key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnvelopeContext<'a> {
     /// The tenant (`None` for system data).
@@ -211,6 +222,75 @@ pub struct EnvelopeContext<'a> {
     pub entity_id: &'a str,
     /// The field.
     pub field: &'a str,
+}
+
+impl<'a> EnvelopeContext<'a> {
+    /// A context for `tenant`'s data: only a key of [`KeyScope::Tenant`] for this tenant seals,
+    /// opens or rewraps under it.
+    pub const fn tenant(
+        tenant: &'a TenantId,
+        table: &'a str,
+        entity_id: &'a str,
+        field: &'a str,
+    ) -> Self {
+        EnvelopeContext {
+            tenant: Some(tenant),
+            table,
+            entity_id,
+            field,
+        }
+    }
+
+    /// A context for the platform's own data (no tenant): only a [`KeyScope::System`] key seals,
+    /// opens or rewraps under it.
+    pub const fn system(table: &'a str, entity_id: &'a str, field: &'a str) -> Self {
+        EnvelopeContext {
+            tenant: None,
+            table,
+            entity_id,
+            field,
+        }
+    }
+
+    /// Whether a key of `scope` may be used under this context: a tenant's key only for that
+    /// tenant's context, a system key only for a system context.
+    pub fn admits(&self, scope: &KeyScope) -> bool {
+        match (scope, self.tenant) {
+            (KeyScope::System, None) => true,
+            (KeyScope::Tenant(key_tenant), Some(ctx_tenant)) => key_tenant == ctx_tenant,
+            _ => false,
+        }
+    }
+
+    /// The scope this context speaks for, as text: `system` or `tenant:<id>`.
+    fn scope_text(&self) -> String {
+        match self.tenant {
+            None => "system".into(),
+            Some(t) => format!("tenant:{t}"),
+        }
+    }
+}
+
+/// The key-scope rule every [`SecretVault`] applies to `seal`, `open` and `rewrap` before any
+/// cryptography: `key` (whose scope is `scope`) may be used only under a context of the same scope
+/// ([`EnvelopeContext::admits`]). Public so that other vault backends apply the very same rule.
+///
+/// # Errors
+/// [`VaultError::ScopeMismatch`], naming the key and the context's scope only (never the key's
+/// own tenant, which the caller may not know).
+pub fn check_key_scope(
+    key: &KeyId,
+    scope: &KeyScope,
+    ctx: &EnvelopeContext<'_>,
+) -> Result<(), VaultError> {
+    if ctx.admits(scope) {
+        Ok(())
+    } else {
+        Err(VaultError::ScopeMismatch {
+            key: key.to_string(),
+            context: ctx.scope_text(),
+        })
+    }
 }
 
 /// Why a vault operation failed. Key material and plaintext never appear in these messages.
@@ -302,6 +382,44 @@ pub enum VaultError {
     /// A text envelope is not `nodus:v1:<base64>`.
     #[error("a text envelope is `nodus:v1:<base64>`")]
     BadTextEnvelope,
+    /// The key is not a key of the context's scope: a tenant's key used under another tenant's
+    /// (or a system) context, or a system key under a tenant's context. Refused before any
+    /// cryptography; nothing was sealed, opened or counted. Names the context's scope only, never
+    /// the key's.
+    #[error(
+        "key `{key}` cannot be used in scope `{context}`: a key seals and opens only for its own scope"
+    )]
+    ScopeMismatch {
+        /// The key (for `open` and `rewrap`, the one the envelope's header names).
+        key: String,
+        /// The context's scope: `system` or `tenant:<id>`.
+        context: String,
+    },
+}
+
+impl VaultError {
+    /// The stable code of this error (its variant's name, e.g. `"ScopeMismatch"`), for audit
+    /// reasons and host-facing errors.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            VaultError::Authentication => "Authentication",
+            VaultError::UnknownKey(_) => "UnknownKey",
+            VaultError::UnknownVersion { .. } => "UnknownVersion",
+            VaultError::KeyExists { .. } => "KeyExists",
+            VaultError::KeyDestroyed { .. } => "KeyDestroyed",
+            VaultError::KeyDisabled { .. } => "KeyDisabled",
+            VaultError::WrongAlgorithm { .. } => "WrongAlgorithm",
+            VaultError::InvalidState { .. } => "InvalidState",
+            VaultError::WrongMasterKey => "WrongMasterKey",
+            VaultError::InvalidMasterKey { .. } => "InvalidMasterKey",
+            VaultError::Corrupt(_) => "Corrupt",
+            VaultError::Storage(_) => "Storage",
+            VaultError::Rng => "Rng",
+            VaultError::BadPublicKey(_) => "BadPublicKey",
+            VaultError::BadTextEnvelope => "BadTextEnvelope",
+            VaultError::ScopeMismatch { .. } => "ScopeMismatch",
+        }
+    }
 }
 
 /// The vault interface. Object safe; [`SoftVault`] is the default.
@@ -348,8 +466,14 @@ pub trait SecretVault: Send + Sync {
     fn destroy(&self, key: &KeyId, version: u32) -> Result<(), VaultError>;
     /// Seals `plaintext` with the key's active version, bound to `ctx`.
     ///
+    /// **Key scope:** the key must belong to the context's scope — a [`KeyScope::Tenant`] key
+    /// only under a context for that same tenant ([`EnvelopeContext::tenant`]), a
+    /// [`KeyScope::System`] key only under a system context ([`EnvelopeContext::system`]). Anything
+    /// else is refused before any cryptography and nothing is counted ([`check_key_scope`]).
+    ///
     /// # Errors
-    /// [`VaultError`].
+    /// [`VaultError::ScopeMismatch`] for a key of another scope; [`VaultError::UnknownKey`],
+    /// [`VaultError::WrongAlgorithm`] and other [`VaultError`]s.
     fn seal(
         &self,
         key: &KeyId,
@@ -358,7 +482,12 @@ pub trait SecretVault: Send + Sync {
     ) -> Result<Vec<u8>, VaultError>;
     /// Opens an envelope with exactly the key version its header names.
     ///
+    /// **Key scope:** the key the header names must belong to the context's scope, as for
+    /// [`SecretVault::seal`]; this is checked before any cryptography (and before the version's
+    /// state is looked at).
+    ///
     /// # Errors
+    /// [`VaultError::ScopeMismatch`] when the header names a key of another scope;
     /// [`VaultError::Authentication`] for any inauthentic input; `KeyDestroyed` / `KeyDisabled`.
     fn open(
         &self,
@@ -367,8 +496,11 @@ pub trait SecretVault: Send + Sync {
     ) -> Result<Zeroizing<Vec<u8>>, VaultError>;
     /// Re-encrypts an envelope under the key's active version without returning the plaintext.
     ///
+    /// **Key scope:** as [`SecretVault::open`]: the key the header names must belong to the
+    /// context's scope, checked before any cryptography; nothing is counted on refusal.
+    ///
     /// # Errors
-    /// As [`SecretVault::open`].
+    /// As [`SecretVault::open`], including [`VaultError::ScopeMismatch`].
     fn rewrap(&self, envelope: &[u8], ctx: &EnvelopeContext<'_>) -> Result<Vec<u8>, VaultError>;
     /// Signs with the key's active version (Ed25519).
     ///

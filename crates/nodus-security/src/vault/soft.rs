@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use super::trust::TrustStore;
 use super::{
     EnvelopeContext, HEADER_LEN, KeyAlgorithm, KeyId, KeyMeta, KeyScope, KeyState, MasterKey,
-    SecretVault, VaultError, associated_data, parse_envelope_header, write_header,
+    SecretVault, VaultError, associated_data, check_key_scope, parse_envelope_header, write_header,
 };
 
 fn now_ms() -> u64 {
@@ -39,6 +39,9 @@ struct Version {
     encryptions: AtomicU64,
     signatures: AtomicU64,
 }
+
+/// What `open_checked` returns: the key the header named (its id and entry) and the plaintext.
+type Opened = (KeyId, Arc<Key>, Zeroizing<Vec<u8>>);
 
 struct Key {
     scope: KeyScope,
@@ -703,6 +706,56 @@ impl SoftVault {
         v.encryptions.fetch_add(1, Ordering::Relaxed);
         Ok(out)
     }
+
+    /// Opens an envelope with exactly the key version its header names, after checking that key's
+    /// scope against `ctx`; returns the key too, for `rewrap`.
+    fn open_checked(
+        &self,
+        envelope: &[u8],
+        ctx: &EnvelopeContext<'_>,
+    ) -> Result<Opened, VaultError> {
+        let h = parse_envelope_header(envelope)?;
+        if h.alg != KeyAlgorithm::XChaCha20Poly1305 {
+            return Err(VaultError::Authentication);
+        }
+        let key = self
+            .keys
+            .read()
+            .get(&h.key_id)
+            .cloned()
+            .ok_or(VaultError::Authentication)?;
+        // The scope first: another tenant learns nothing of the key's algorithm or version states,
+        // and nothing is decrypted.
+        check_key_scope(&h.key_id, &key.scope, ctx)?;
+        if key.alg != h.alg {
+            return Err(VaultError::Authentication);
+        }
+        let v = key
+            .version(h.key_version)
+            .ok_or(VaultError::Authentication)?;
+        Self::usable(&h.key_id, &v)?;
+        let secret = v.secret.read();
+        let secret = secret.as_ref().ok_or_else(|| VaultError::KeyDestroyed {
+            key: h.key_id.to_string(),
+            version: h.key_version,
+        })?;
+        let (header, body) = envelope
+            .split_at_checked(HEADER_LEN)
+            .ok_or(VaultError::Authentication)?;
+        let ad = associated_data(header, ctx);
+        let cipher =
+            XChaCha20Poly1305::new_from_slice(&**secret).map_err(|_| VaultError::Authentication)?;
+        let pt = cipher
+            .decrypt(
+                &XNonce::from(h.nonce),
+                Payload {
+                    msg: body,
+                    aad: &ad,
+                },
+            )
+            .map_err(|_| VaultError::Authentication)?;
+        Ok((h.key_id, key, Zeroizing::new(pt)))
+    }
 }
 
 impl Drop for SoftVault {
@@ -838,6 +891,8 @@ impl SecretVault for SoftVault {
         ctx: &EnvelopeContext<'_>,
     ) -> Result<Vec<u8>, VaultError> {
         let k = self.key(key)?;
+        // The scope first: before the algorithm, the state or any cryptography.
+        check_key_scope(key, &k.scope, ctx)?;
         self.seal_with(key, &k, plaintext, ctx)
     }
 
@@ -846,51 +901,12 @@ impl SecretVault for SoftVault {
         envelope: &[u8],
         ctx: &EnvelopeContext<'_>,
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-        let h = parse_envelope_header(envelope)?;
-        if h.alg != KeyAlgorithm::XChaCha20Poly1305 {
-            return Err(VaultError::Authentication);
-        }
-        let key = self
-            .keys
-            .read()
-            .get(&h.key_id)
-            .cloned()
-            .ok_or(VaultError::Authentication)?;
-        if key.alg != h.alg {
-            return Err(VaultError::Authentication);
-        }
-        let v = key
-            .version(h.key_version)
-            .ok_or(VaultError::Authentication)?;
-        Self::usable(&h.key_id, &v)?;
-        let secret = v.secret.read();
-        let secret = secret.as_ref().ok_or_else(|| VaultError::KeyDestroyed {
-            key: h.key_id.to_string(),
-            version: h.key_version,
-        })?;
-        let (header, body) = envelope
-            .split_at_checked(HEADER_LEN)
-            .ok_or(VaultError::Authentication)?;
-        let ad = associated_data(header, ctx);
-        let cipher =
-            XChaCha20Poly1305::new_from_slice(&**secret).map_err(|_| VaultError::Authentication)?;
-        let pt = cipher
-            .decrypt(
-                &XNonce::from(h.nonce),
-                Payload {
-                    msg: body,
-                    aad: &ad,
-                },
-            )
-            .map_err(|_| VaultError::Authentication)?;
-        Ok(Zeroizing::new(pt))
+        self.open_checked(envelope, ctx).map(|(_, _, pt)| pt)
     }
 
     fn rewrap(&self, envelope: &[u8], ctx: &EnvelopeContext<'_>) -> Result<Vec<u8>, VaultError> {
-        let h = parse_envelope_header(envelope)?;
-        let pt = self.open(envelope, ctx)?;
-        let key = self.key(&h.key_id)?;
-        self.seal_with(&h.key_id, &key, &pt, ctx)
+        let (id, key, pt) = self.open_checked(envelope, ctx)?;
+        self.seal_with(&id, &key, &pt, ctx)
     }
 
     fn sign(&self, key_id: &KeyId, message: &[u8]) -> Result<[u8; 64], VaultError> {
