@@ -258,7 +258,8 @@ impl NodusBuilder {
             commands,
             issuer: nodus_registry::commands::ContextIssuer::new(),
             watcher: Mutex::new(None),
-            vault,
+            // Every key-scope refusal a host meets through `nodus.vault()` leaves an audit record.
+            vault: Arc::new(crate::AuditedVault::new(vault, audit.clone())),
             audit,
             events: EventBus::new(),
             plugins: PluginRegistry::new(),

@@ -931,7 +931,9 @@ impl Nodus {
         crate::PolicyView::from(self.inner.policy.clone())
     }
 
-    /// The vault.
+    /// The vault. A key is used only in its own scope (a tenant's key for that tenant's envelope
+    /// contexts, a system key for system contexts); each refusal (`ScopeMismatch`) met through
+    /// this handle is audited as `vault.scope_denied` ([`crate::AuditedVault`]).
     pub fn vault(&self) -> &Arc<dyn SecretVault> {
         &self.inner.vault
     }

@@ -168,6 +168,71 @@ fn a_subject_of_another_tenant_is_refused_and_audited() {
     );
 }
 
+// ---- item 5: keys seal only for their scope ----------------------------------------------------
+
+#[test]
+fn the_instance_vault_refuses_and_audits_a_key_used_outside_its_scope() {
+    use nodus_core::security::vault::{EnvelopeContext, KeyAlgorithm, KeyScope};
+    let n = build();
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let vault = n.vault();
+    let globex_key = vault
+        .generate(
+            &KeyScope::Tenant(globex.clone()),
+            "fields",
+            KeyAlgorithm::XChaCha20Poly1305,
+        )
+        .unwrap();
+    let system_key = vault
+        .generate(
+            &KeyScope::System,
+            "backups",
+            KeyAlgorithm::XChaCha20Poly1305,
+        )
+        .unwrap();
+    let acme_ctx = EnvelopeContext::tenant(&acme, "notes", "n1", "body");
+    let globex_ctx = EnvelopeContext::tenant(&globex, "notes", "n1", "body");
+    let system_ctx = EnvelopeContext::system("backups", "b1", "blob");
+    let before = n.flush_audit().unwrap().checkpoint.size;
+    // Tenant B's key under tenant A's context: refused, for seal, open and rewrap.
+    let e = vault.seal(&globex_key.id, b"x", &acme_ctx).unwrap_err();
+    assert_eq!(e.code(), "ScopeMismatch");
+    assert!(!e.to_string().contains("globex"), "{e}");
+    let sealed = vault.seal(&globex_key.id, b"x", &globex_ctx).unwrap();
+    assert_eq!(
+        vault.open(&sealed, &acme_ctx).unwrap_err().code(),
+        "ScopeMismatch"
+    );
+    assert_eq!(
+        vault.rewrap(&sealed, &acme_ctx).unwrap_err().code(),
+        "ScopeMismatch"
+    );
+    // A system key needs an explicit system context; a tenant context is refused.
+    assert_eq!(
+        vault
+            .seal(&system_key.id, b"x", &acme_ctx)
+            .unwrap_err()
+            .code(),
+        "ScopeMismatch"
+    );
+    assert!(vault.seal(&system_key.id, b"x", &system_ctx).is_ok());
+    assert_eq!(&*vault.open(&sealed, &globex_ctx).unwrap(), b"x");
+    // Four refusals, four records, each naming the caller's tenant and never the key's.
+    n.flush_audit().unwrap();
+    let after = n.audit_log().size().unwrap();
+    let recs = n.audit_log().tail((after - before) as usize).unwrap();
+    let denied: Vec<_> = recs
+        .iter()
+        .filter(|r| r.record.kind == "vault.scope_denied")
+        .collect();
+    assert_eq!(denied.len(), 4);
+    for r in denied {
+        assert_eq!(r.record.outcome, Outcome::Denied);
+        assert_eq!(r.record.tenant.as_ref().map(|t| t.as_str()), Some("acme"));
+        assert!(!format!("{:?}", r.record.detail).contains("globex"));
+    }
+}
+
 // ---- item 6: a panicking handler leaves evidence ------------------------------------------------
 
 /// `notes.panic`: panics with a message that must not reach the error or the audit record.
