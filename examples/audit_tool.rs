@@ -7,6 +7,10 @@
 //! cargo run -p nodus-examples --example audit_tool -- tail   <audit.db> [n]
 //! ```
 //!
+//! `verify` tells a database from an export by parsing: a file starting with SQLite's 16-byte
+//! header is a database; any other file must parse as an export document (JSON whose `format` is
+//! `nodus-audit-export-v1`, whatever its whitespace), else it is refused.
+//!
 //! JSON on stdout (also for errors: `{"error": …}`), messages on stderr. Exit code 0 when the log
 //! is valid (or the command succeeded), 1 when tampering is found (or a file cannot be read or
 //! does not verify), 2 on usage errors.
@@ -34,10 +38,16 @@ const USAGE: &str = "usage:
   audit_tool prove <export.json> <index> [--key <base64|hex>]
   audit_tool tail <audit.db> [n]";
 
-enum Exit {
+/// What a command ends with (and the exit code it maps to).
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Exit 0, with the JSON printed on stdout.
     Ok(Value),
+    /// Exit 1: tampering found; the JSON report on stdout.
     Tampered(Value),
+    /// Exit 1: a file could not be read, parsed or verified.
     Failed(String),
+    /// Exit 2: a usage error.
     Usage(String),
 }
 
@@ -45,25 +55,32 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Exit::Ok(v) => {
-            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Exit::Tampered(v) => {
-            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             eprintln!("tampering detected");
             ExitCode::from(1)
         }
         Exit::Failed(msg) => {
-            nodus_examples::print_line(&json!({ "valid": false, "error": msg }).to_string());
+            print_line(&json!({ "valid": false, "error": msg }).to_string());
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
         Exit::Usage(msg) => {
-            nodus_examples::print_line(&json!({ "error": msg, "usage": USAGE }).to_string());
+            print_line(&json!({ "error": msg, "usage": USAGE }).to_string());
             eprintln!("error: {msg}\n\n{USAGE}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe only cuts the output short.
+fn print_line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
 }
 
 fn parse_key(s: &str) -> Option<[u8; 32]> {
@@ -76,16 +93,43 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
-/// An export is JSON (starts with `{`); anything else is treated as a database.
-fn is_export(path: &Path) -> bool {
+/// What a file given to `verify` is.
+enum Input {
+    /// A SQLite database (its 16-byte file header says so).
+    Database,
+    /// An export: a JSON document whose `format` is `nodus-audit-export-v1`. Its public key
+    /// (`None` when the field is not a 32-byte base64 key; verification then reports the error).
+    Export(Option<[u8; 32]>),
+}
+
+/// Decides by parsing: a file that starts with SQLite's header is a database; any other file must
+/// parse as an export document (whatever whitespace or layout it has), or it is neither.
+fn classify(path: &Path) -> Result<Input, String> {
     use std::io::Read as _;
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    head.get(..n)
-        .and_then(|h| h.iter().find(|b| !b.is_ascii_whitespace()))
-        == Some(&b'{')
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let n = f.read(&mut head).unwrap_or(0);
+    if head.get(..n) == Some(b"SQLite format 3\0".as_slice()) {
+        return Ok(Input::Database);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "`{}` is neither an audit database nor an export: {e}",
+            path.display()
+        )
+    })?;
+    if v.get("format").and_then(Value::as_str) != Some("nodus-audit-export-v1") {
+        return Err(format!(
+            "`{}` is neither an audit database nor an export (`format` is not `nodus-audit-export-v1`)",
+            path.display()
+        ));
+    }
+    Ok(Input::Export(
+        v.get("public_key")
+            .and_then(Value::as_str)
+            .and_then(parse_key),
+    ))
 }
 
 /// Parses an optional trailing `--key <key>`.
@@ -107,7 +151,8 @@ fn export_key_name(path: &Path) -> Option<String> {
     v.get("key_name")?.as_str().map(str::to_owned)
 }
 
-fn run(args: &[String]) -> Exit {
+/// Runs the tool on its arguments (without the program name). The tests call this directly.
+pub(crate) fn run(args: &[String]) -> Exit {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["verify", file, rest @ ..] => {
@@ -124,17 +169,16 @@ fn run(args: &[String]) -> Exit {
                     "warning: no --key given: trusting the public key stored in `{file}` itself"
                 );
             }
-            let report = if is_export(path) {
-                let key = match key {
-                    Some(k) => k,
-                    None => match read_export_records(path) {
-                        Ok((_, _, pk)) => pk,
-                        Err(e) => return Exit::Failed(e.to_string()),
-                    },
-                };
-                verify_export(path, &key)
-            } else {
-                verify_db(path, key.as_ref())
+            let input = match classify(path) {
+                Ok(i) => i,
+                Err(e) => return Exit::Failed(e),
+            };
+            let report = match input {
+                Input::Export(file_key) => match key.or(file_key) {
+                    Some(k) => verify_export(path, &k),
+                    None => return Exit::Failed(format!("`{file}` has no valid `public_key`")),
+                },
+                Input::Database => verify_db(path, key.as_ref()),
             };
             match report {
                 Ok(r) => {
@@ -171,18 +215,29 @@ fn run(args: &[String]) -> Exit {
             if !path.is_file() {
                 return Exit::Usage(format!("`{export}` is not a file"));
             }
-            let (records, checkpoints, pk) = match read_export_records(path) {
-                Ok(x) => x,
-                Err(e) => return Exit::Failed(e.to_string()),
+            let file_key = match classify(path) {
+                Ok(Input::Export(k)) => k,
+                Ok(Input::Database) => {
+                    return Exit::Usage(format!("`{export}` is a database: export it first"));
+                }
+                Err(e) => return Exit::Failed(e),
             };
-            let key = key.unwrap_or_else(|| {
-                eprintln!(
-                    "warning: no --key given: trusting the public key stored in `{export}` itself"
-                );
-                pk
-            });
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    eprintln!(
+                        "warning: no --key given: trusting the public key stored in `{export}` itself"
+                    );
+                    match file_key {
+                        Some(k) => k,
+                        None => {
+                            return Exit::Failed(format!("`{export}` has no valid `public_key`"));
+                        }
+                    }
+                }
+            };
             // The proof is only worth something against a checkpoint that verifies, over records
-            // that verify.
+            // that verify (strictly: every record re-encodes to its leaf).
             match verify_export(path, &key) {
                 Ok(r) if r.valid => {}
                 Ok(r) => {
@@ -190,6 +245,10 @@ fn run(args: &[String]) -> Exit {
                 }
                 Err(e) => return Exit::Failed(e.to_string()),
             }
+            let (records, checkpoints, _) = match read_export_records(path) {
+                Ok(x) => x,
+                Err(e) => return Exit::Failed(e.to_string()),
+            };
             let Some(latest) = checkpoints.last() else {
                 return Exit::Failed("the export has no checkpoint".into());
             };

@@ -151,9 +151,16 @@ fn tampering_with_the_sqlite_file_is_caught_and_located() {
             r.get(0)
         })
         .unwrap();
-    let bad = note
-        .replacen("100\n", "100\n\n", 0)
-        .replace("— test.nodus/audit ", "— test.nodus/audit A");
+    // One signature byte changed (the line stays well formed).
+    let (text, line) = note.rsplit_once(' ').unwrap();
+    let mut raw =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, line.trim_end())
+            .unwrap();
+    raw[20] ^= 1;
+    let bad = format!(
+        "{text} {}\n",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw)
+    );
     c.execute(
         "UPDATE checkpoints SET note = ?1 WHERE size = 100",
         params![bad],
@@ -161,6 +168,16 @@ fn tampering_with_the_sqlite_file_is_caught_and_located() {
     .unwrap();
     drop(c);
     assert_eq!(tampered(&p, &pk).1, TamperKind::BadCheckpointSignature);
+
+    // 6b. A garbled signature line makes the note malformed.
+    let (p, pk, c) = fresh("garbled.db");
+    c.execute(
+        "UPDATE checkpoints SET note = replace(note, '— test.nodus/audit ', '— test.nodus/audit A') WHERE size = 100",
+        [],
+    )
+    .unwrap();
+    drop(c);
+    assert_eq!(tampered(&p, &pk).1, TamperKind::Malformed);
 
     // 7. Verifying with another key fails.
     let (p, _, _) = fresh("otherkey.db");

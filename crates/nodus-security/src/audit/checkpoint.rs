@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::note::{parse_checkpoint_body, split_note};
+
 /// A C2SP tlog checkpoint body.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -36,5 +38,17 @@ mod b64_hash {
         let v = B64.decode(s).map_err(serde::de::Error::custom)?;
         v.try_into()
             .map_err(|_| serde::de::Error::custom("a root is 32 bytes"))
+    }
+}
+
+impl SignedCheckpoint {
+    /// Parses a stored note into a checkpoint (strict grammar, signature *not* checked).
+    pub(crate) fn from_note(note: String) -> Option<Self> {
+        let (text, _) = split_note(&note).ok()?;
+        let (origin, size, root) = parse_checkpoint_body(text).ok()?;
+        Some(SignedCheckpoint {
+            checkpoint: Checkpoint { origin, size, root },
+            note,
+        })
     }
 }

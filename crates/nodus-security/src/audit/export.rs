@@ -7,11 +7,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{Checkpoint, SignedCheckpoint};
+use super::checkpoint::SignedCheckpoint;
 use super::error::{AuditError, storage};
 use super::log::AuditLog;
 use super::merkle::{Tree, leaf_hash};
-use super::note::{parse_checkpoint_body, verifier_key};
+use super::note::verifier_key;
 use super::record::{AuditRecord, StoredRecord};
 use super::store::{Material, load_material};
 use super::verify::{TamperKind, VerifyReport, tamper, verify_material};
@@ -25,8 +25,9 @@ pub struct ExportSummary {
     pub checkpoints: usize,
 }
 
-/// The export file format (see `docs/audit.md`).
+/// The export file format (see `docs/audit.md`). Unknown fields are refused.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportFile {
     format: String,
     origin: String,
@@ -38,12 +39,14 @@ struct ExportFile {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportRecord {
     seq: u64,
     leaf: String,
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportCheckpoint {
     size: u64,
     note: String,
@@ -58,54 +61,73 @@ fn export_err(path: &Path, reason: impl std::fmt::Display) -> AuditError {
     }
 }
 
-fn read_export(path: &Path) -> Result<Material, AuditError> {
+/// Standard base64 with padding, in its one canonical form.
+fn canonical_b64(s: &str) -> Option<Vec<u8>> {
+    let raw = B64.decode(s).ok()?;
+    (B64.encode(&raw) == s).then_some(raw)
+}
+
+/// Reads and parses an export: its material and its `verifier_key` string.
+fn read_export(path: &Path) -> Result<(Material, String), AuditError> {
     let text = std::fs::read_to_string(path).map_err(|e| export_err(path, e))?;
     let f: ExportFile = serde_json::from_str(&text).map_err(|e| export_err(path, e))?;
     if f.format != EXPORT_FORMAT {
         return Err(export_err(path, format!("unknown format `{}`", f.format)));
     }
-    let public_key = B64
-        .decode(&f.public_key)
-        .ok()
+    let public_key = canonical_b64(&f.public_key)
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
-        .ok_or_else(|| export_err(path, "bad public key"))?;
+        .ok_or_else(|| export_err(path, "`public_key` is not the base64 of 32 bytes"))?;
     let mut records = Vec::with_capacity(f.records.len());
-    for r in f.records {
-        let leaf = B64
-            .decode(&r.leaf)
-            .map_err(|e| export_err(path, format!("record {}: {e}", r.seq)))?;
+    for (i, r) in f.records.into_iter().enumerate() {
+        let leaf = canonical_b64(&r.leaf).ok_or_else(|| {
+            export_err(
+                path,
+                format!("`records[{i}].leaf` is not canonical standard base64"),
+            )
+        })?;
         records.push((r.seq, leaf, None));
     }
-    Ok(Material {
-        origin: f.origin,
-        key_name: f.key_name,
-        public_key,
-        records,
-        checkpoints: f
-            .checkpoints
-            .into_iter()
-            .map(|c| (c.size, c.note))
-            .collect(),
-    })
+    Ok((
+        Material {
+            origin: f.origin,
+            key_name: f.key_name,
+            public_key,
+            records,
+            checkpoints: f
+                .checkpoints
+                .into_iter()
+                .map(|c| (c.size, c.note))
+                .collect(),
+        },
+        f.verifier_key,
+    ))
 }
 
 /// The offline verifier: needs only an export file and a trusted public key.
 ///
+/// First the key check: the export's `public_key` must be `trusted_key` and its `verifier_key`
+/// must be exactly `verifier_key(key_name, trusted_key)` (see [`note::verifier_key`]), else the
+/// report's problem is [`TamperKind::KeyMismatch`] at index 0 and nothing else is checked. Then the
+/// records and checkpoints, as for a database (see `docs/audit.md`).
+///
+/// [`note::verifier_key`]: super::note::verifier_key
+///
 /// # Errors
 /// [`AuditError::Export`] when the file cannot be read or parsed.
 pub fn verify_export(path: &Path, trusted_key: &[u8; 32]) -> Result<VerifyReport, AuditError> {
-    let m = read_export(path)?;
-    if &m.public_key != trusted_key {
-        let mut r = verify_material(&m, trusted_key);
-        if r.problem.is_none() {
-            r.problem = Some(tamper(
+    let (m, vkey) = read_export(path)?;
+    if &m.public_key != trusted_key || vkey != verifier_key(&m.key_name, trusted_key) {
+        return Ok(VerifyReport {
+            valid: false,
+            size: 0,
+            checkpoints: m.checkpoints.len(),
+            latest: None,
+            problem: Some(tamper(
                 0,
-                TamperKind::BadCheckpointSignature,
-                "the export names another key than the trusted one",
-            ));
-            r.valid = false;
-        }
-        return Ok(r);
+                TamperKind::KeyMismatch,
+                "the export's `public_key` or `verifier_key` is not the trusted key",
+            )),
+        });
     }
     Ok(verify_material(&m, trusted_key))
 }
@@ -118,23 +140,18 @@ pub type ExportContents = (Vec<StoredRecord>, Vec<SignedCheckpoint>, [u8; 32]);
 /// # Errors
 /// [`AuditError::Export`].
 pub fn read_export_records(path: &Path) -> Result<ExportContents, AuditError> {
-    let m = read_export(path)?;
+    let (m, _) = read_export(path)?;
     let mut records = Vec::new();
     for (seq, leaf, _) in &m.records {
         let (_, record) = AuditRecord::decode(leaf)
             .map_err(|e| export_err(path, format!("record {seq}: {e}")))?;
         records.push(StoredRecord { seq: *seq, record });
     }
-    let mut cps = Vec::new();
-    for (_, note) in m.checkpoints {
-        let body = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
-        if let Ok((origin, size, root)) = parse_checkpoint_body(&body) {
-            cps.push(SignedCheckpoint {
-                checkpoint: Checkpoint { origin, size, root },
-                note,
-            });
-        }
-    }
+    let cps = m
+        .checkpoints
+        .into_iter()
+        .filter_map(|(_, note)| SignedCheckpoint::from_note(note))
+        .collect();
     Ok((records, cps, m.public_key))
 }
 
@@ -143,7 +160,7 @@ pub fn read_export_records(path: &Path) -> Result<ExportContents, AuditError> {
 /// # Errors
 /// [`AuditError::Export`].
 pub fn export_tree(path: &Path) -> Result<Tree, AuditError> {
-    let m = read_export(path)?;
+    let (m, _) = read_export(path)?;
     let mut t = Tree::new();
     for (_, leaf, _) in &m.records {
         t.push(leaf_hash(leaf));

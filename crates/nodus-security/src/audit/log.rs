@@ -13,12 +13,11 @@ use crossbeam_utils::Backoff;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::checkpoint::{Checkpoint, SignedCheckpoint};
+use super::checkpoint::SignedCheckpoint;
 use super::config::{AuditConfig, AuditStats, Durability, Overflow};
 use super::error::{AuditError, storage};
 use super::intake::{Intake, Lane};
 use super::merkle::{Tree, TreeError, leaf_hash};
-use super::note::parse_checkpoint_body;
 use super::record::{AuditRecord, StoredRecord};
 use super::signer::CheckpointSigner;
 use super::sink::AuditSink;
@@ -149,15 +148,7 @@ impl AuditLog {
             [],
             |r| r.get::<_, String>(0),
         ) {
-            Ok(note) => {
-                let body = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
-                parse_checkpoint_body(&body)
-                    .ok()
-                    .map(|(origin, size, root)| SignedCheckpoint {
-                        checkpoint: Checkpoint { origin, size, root },
-                        note,
-                    })
-            }
+            Ok(note) => SignedCheckpoint::from_note(note),
             Err(_) => None,
         };
         let reader = reader()?;
@@ -254,15 +245,7 @@ impl AuditLog {
             .map_err(storage)?;
         Ok(notes
             .into_iter()
-            .filter_map(|note| {
-                let body = note.split("\n\n").next().unwrap_or("").to_owned() + "\n";
-                parse_checkpoint_body(&body)
-                    .ok()
-                    .map(|(origin, size, root)| SignedCheckpoint {
-                        checkpoint: Checkpoint { origin, size, root },
-                        note,
-                    })
-            })
+            .filter_map(SignedCheckpoint::from_note)
             .collect())
     }
 

@@ -8,52 +8,66 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::Checkpoint;
 use super::error::{AuditError, storage};
 use super::merkle::{Hash, Tree, leaf_hash, verify_consistency};
-use super::note::{parse_checkpoint_body, parse_verifier_key, verifier_key, verify_note};
+use super::note::{
+    NoteError, parse_checkpoint_body, parse_verifier_key, verifier_key, verify_note,
+};
 use super::record::AuditRecord;
 use super::store::{Material, load_material};
 
-/// What kind of tampering verification found.
+/// What kind of problem verification found. Serialized in `snake_case` (`modified_record`, …);
+/// `docs/audit.md` defines each kind and the order in which the checks run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TamperKind {
-    /// A record's bytes changed.
+    /// A record's bytes changed: they no longer match their stored leaf hash or a signed root, or
+    /// they are not a canonical leaf encoding.
     ModifiedRecord,
-    /// A record is missing (deleted).
+    /// A record is missing (deleted): the record at position `i` has a sequence number above `i`.
     MissingRecord,
+    /// A record appears twice (in an export): the record at position `i` has a sequence number
+    /// below `i`.
+    DuplicateRecord,
     /// A record is stored at another index than it was written at.
     ReorderedRecord,
-    /// Records below the latest checkpoint's size are gone.
+    /// Records below a signed checkpoint's size are gone.
     TruncatedTail,
-    /// A checkpoint's signature does not verify with the log's key.
+    /// A well-formed checkpoint note carries no valid signature by the log's key.
     BadCheckpointSignature,
-    /// A checkpoint's root does not match the records, or contradicts another checkpoint.
+    /// A checkpoint is stored under another size or origin than it names, out of order, or
+    /// contradicts an earlier one.
     InconsistentCheckpoint,
-    /// Something unparseable.
+    /// A checkpoint note, or the checkpoint text it signs, is not in its canonical form.
     Malformed,
+    /// An export names another key than the trusted one (its `public_key` or `verifier_key`).
+    KeyMismatch,
 }
 
-/// The first problem verification found.
+/// The first problem verification found. It carries no record content (no tenant, actor,
+/// command or detail text): only a kind, an index and a fixed sentence with numbers in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?} at index {index}: {detail}")]
 pub struct Tamper {
-    /// The first bad index.
+    /// The first bad index (a leaf index or a checkpoint size, see `docs/audit.md`).
     pub index: u64,
     /// What is wrong.
     pub kind: TamperKind,
-    /// Details.
+    /// A human-readable sentence (informative, not normative; never record content).
     pub detail: String,
 }
 
-/// The result of verifying a log or an export.
+/// The result of verifying a log or an export. It carries no record content, so it may be shown
+/// to anyone allowed to know that the log is (in)valid. Its JSON form is documented in
+/// `docs/audit.md`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
-    /// `true` when nothing is wrong.
+    /// `true` when nothing is wrong (`problem` is `None`).
     pub valid: bool,
-    /// Records in the log.
+    /// Records that passed the record checks, in order (all of them when no record problem).
     pub size: u64,
-    /// Stored checkpoints.
+    /// Checkpoints stored (or in the export), verified or not.
     pub checkpoints: usize,
-    /// The latest checkpoint.
+    /// The newest checkpoint that verified before the first problem.
     pub latest: Option<Checkpoint>,
     /// The first problem, if any.
     pub problem: Option<Tamper>,
@@ -67,36 +81,39 @@ pub(crate) fn tamper(index: u64, kind: TamperKind, detail: impl Into<String>) ->
     }
 }
 
-/// Re-derives the tree from the records and checks every checkpoint against it and against `key`.
-pub(crate) fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
-    let mut tree = Tree::new();
-    let mut problem: Option<Tamper> = None;
+/// The record checks, in order: position, strict decoding, embedded index, stored hash. Pushes
+/// each good leaf's hash into `tree`; returns the first problem.
+fn check_records(m: &Material, tree: &mut Tree) -> Option<Tamper> {
     for (i, (seq, leaf, stored_hash)) in m.records.iter().enumerate() {
         let i = i as u64;
-        if *seq != i {
-            problem = Some(tamper(
+        if *seq > i {
+            return Some(tamper(
                 i,
                 TamperKind::MissingRecord,
                 format!("expected record {i}, found record {seq}"),
             ));
-            break;
+        }
+        if *seq < i {
+            return Some(tamper(
+                i,
+                TamperKind::DuplicateRecord,
+                format!("record {seq} appears again at position {i}"),
+            ));
         }
         match AuditRecord::decode(leaf) {
             Err(why) => {
-                problem = Some(tamper(
+                return Some(tamper(
                     i,
                     TamperKind::ModifiedRecord,
                     format!("record does not decode: {why}"),
                 ));
-                break;
             }
             Ok((inner, _)) if inner != i => {
-                problem = Some(tamper(
+                return Some(tamper(
                     i,
                     TamperKind::ReorderedRecord,
                     format!("record written as {inner} is stored at {i}"),
                 ));
-                break;
             }
             Ok(_) => {}
         }
@@ -104,69 +121,88 @@ pub(crate) fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
         if let Some(stored) = stored_hash
             && stored.as_slice() != h
         {
-            problem = Some(tamper(
+            return Some(tamper(
                 i,
                 TamperKind::ModifiedRecord,
                 "record bytes do not match their leaf hash",
             ));
-            break;
         }
         tree.push(h);
     }
+    None
+}
+
+/// The checkpoint checks, in stored (increasing size) order. Sets `latest` to each checkpoint
+/// that verifies; returns the first problem.
+fn check_checkpoints(
+    m: &Material,
+    key: &[u8; 32],
+    tree: &Tree,
+    latest: &mut Option<Checkpoint>,
+) -> Option<Tamper> {
     let size = tree.len();
-    let mut latest = None;
-    let name_key = verifier_key(&m.key_name, key);
-    let vkey = parse_verifier_key(&name_key);
+    let vkey = parse_verifier_key(&verifier_key(&m.key_name, key));
     let mut prev: Option<(u64, Hash)> = None;
     for (stored_size, note) in &m.checkpoints {
-        if problem.is_some() {
-            break;
-        }
-        let text = match vkey.as_ref().ok().map(|k| verify_note(note, k)) {
-            Some(Ok(t)) => t,
+        let text = match vkey.as_ref().map(|k| verify_note(note, k)) {
+            Ok(Ok(t)) => t,
+            Ok(Err(NoteError::MalformedNote(why))) => {
+                return Some(tamper(
+                    *stored_size,
+                    TamperKind::Malformed,
+                    format!("checkpoint note is malformed: {why}"),
+                ));
+            }
             _ => {
-                problem = Some(tamper(
+                return Some(tamper(
                     *stored_size,
                     TamperKind::BadCheckpointSignature,
                     "checkpoint signature does not verify with the log key",
                 ));
-                break;
             }
         };
-        let Ok((origin, cp_size, root)) = parse_checkpoint_body(text) else {
-            problem = Some(tamper(
-                *stored_size,
-                TamperKind::Malformed,
-                "checkpoint body does not parse",
-            ));
-            break;
+        let (origin, cp_size, root) = match parse_checkpoint_body(text) {
+            Ok(c) => c,
+            Err(e) => {
+                return Some(tamper(
+                    *stored_size,
+                    TamperKind::Malformed,
+                    format!("checkpoint text is not canonical: {e}"),
+                ));
+            }
         };
         if cp_size != *stored_size || origin != m.origin {
-            problem = Some(tamper(
+            return Some(tamper(
                 *stored_size,
                 TamperKind::InconsistentCheckpoint,
                 "checkpoint stored under another size or origin",
             ));
-            break;
+        }
+        if let Some((ps, _)) = prev
+            && cp_size <= ps
+        {
+            return Some(tamper(
+                cp_size,
+                TamperKind::InconsistentCheckpoint,
+                format!("checkpoint {cp_size} follows checkpoint {ps}: sizes must increase"),
+            ));
         }
         if cp_size > size {
-            problem = Some(tamper(
+            return Some(tamper(
                 size,
                 TamperKind::TruncatedTail,
                 format!("log has {size} records, checkpoint {cp_size} was signed"),
             ));
-            break;
         }
         match tree.root(cp_size) {
             Ok(r) if r == root => {}
             _ => {
                 let from = prev.map_or(0, |(s, _)| s);
-                problem = Some(tamper(
+                return Some(tamper(
                     from,
                     TamperKind::ModifiedRecord,
                     format!("records {from}..{cp_size} do not match the signed checkpoint root"),
                 ));
-                break;
             }
         }
         if let Some((ps, pr)) = prev.filter(|(s, _)| *s > 0) {
@@ -175,24 +211,32 @@ pub(crate) fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
                 .map(|p| verify_consistency(ps, cp_size, &pr, &root, &p))
                 .unwrap_or(false);
             if !consistent {
-                problem = Some(tamper(
+                return Some(tamper(
                     ps,
                     TamperKind::InconsistentCheckpoint,
                     format!("checkpoint {cp_size} contradicts checkpoint {ps}"),
                 ));
-                break;
             }
         }
         prev = Some((cp_size, root));
-        latest = Some(Checkpoint {
+        *latest = Some(Checkpoint {
             origin,
             size: cp_size,
             root,
         });
     }
+    None
+}
+
+/// Re-derives the tree from the records and checks every checkpoint against it and against `key`.
+pub(crate) fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
+    let mut tree = Tree::new();
+    let mut latest = None;
+    let problem =
+        check_records(m, &mut tree).or_else(|| check_checkpoints(m, key, &tree, &mut latest));
     VerifyReport {
         valid: problem.is_none(),
-        size,
+        size: tree.len(),
         checkpoints: m.checkpoints.len(),
         latest,
         problem,
