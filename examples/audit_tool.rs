@@ -1,11 +1,15 @@
 //! `audit_tool`: verify, export, prove and tail Nodus audit logs.
 //!
 //! ```sh
-//! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>]
+//! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>] [--witness <file>]
 //! cargo run -p nodus-examples --example audit_tool -- export <audit.db> <export.json>
 //! cargo run -p nodus-examples --example audit_tool -- prove  <export.json> <index> [--key <base64|hex>]
 //! cargo run -p nodus-examples --example audit_tool -- tail   <audit.db> [n]
 //! ```
+//!
+//! `verify` checks a database against its witness (the latest checkpoint kept outside the
+//! database): `--witness <file>`, else `<audit.db>.witness` when it exists (with a warning when it
+//! does not). The report's `uncovered` counts records no checkpoint covers.
 //!
 //! `verify` tells a database from an export by parsing: a file starting with SQLite's 16-byte
 //! header is a database; any other file must parse as an export document (JSON whose `format` is
@@ -28,12 +32,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use nodus_security::audit::{
-    AuditLog, export_tree, merkle, note, read_export_records, verify_db, verify_export,
+    AuditLog, export_tree, merkle, note, read_export_records, verify_db, verify_db_with_witness,
+    verify_export,
 };
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage:
-  audit_tool verify <audit.db|export.json> [--key <base64|hex>]
+  audit_tool verify <audit.db|export.json> [--key <base64|hex>] [--witness <file>]
   audit_tool export <audit.db> <export.json>
   audit_tool prove <export.json> <index> [--key <base64|hex>]
   audit_tool tail <audit.db> [n]";
@@ -145,6 +150,34 @@ fn key_option(rest: &[&str]) -> Result<Option<[u8; 32]>, Exit> {
     }
 }
 
+/// Parses `verify`'s options: `--key <key>` and `--witness <file>`, each at most once, in any
+/// order.
+fn verify_options<'a>(rest: &[&'a str]) -> Result<(Option<[u8; 32]>, Option<&'a str>), Exit> {
+    let (mut key, mut witness) = (None, None);
+    let mut it = rest.iter();
+    while let Some(opt) = it.next() {
+        match (*opt, it.next()) {
+            ("--key", Some(k)) if key.is_none() => {
+                key = Some(parse_key(k).ok_or_else(|| {
+                    Exit::Usage(format!("`{k}` is not a 32-byte key in base64 or hex"))
+                })?);
+            }
+            ("--witness", Some(w)) if witness.is_none() => {
+                if !Path::new(w).is_file() {
+                    return Err(Exit::Usage(format!("witness `{w}` is not a file")));
+                }
+                witness = Some(*w);
+            }
+            _ => {
+                return Err(Exit::Usage(
+                    "expected at most `--key <key>` and `--witness <file>` after the file".into(),
+                ));
+            }
+        }
+    }
+    Ok((key, witness))
+}
+
 /// The export's signed-note key name (the name on its checkpoints' signature lines).
 fn export_key_name(path: &Path) -> Option<String> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
@@ -156,8 +189,8 @@ pub(crate) fn run(args: &[String]) -> Exit {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["verify", file, rest @ ..] => {
-            let key = match key_option(rest) {
-                Ok(k) => k,
+            let (key, witness) = match verify_options(rest) {
+                Ok(o) => o,
                 Err(e) => return e,
             };
             let path = Path::new(file);
@@ -173,12 +206,26 @@ pub(crate) fn run(args: &[String]) -> Exit {
                 Ok(i) => i,
                 Err(e) => return Exit::Failed(e),
             };
+            if witness.is_some() && matches!(input, Input::Export(_)) {
+                return Exit::Usage("--witness applies to a database, not an export".into());
+            }
             let report = match input {
                 Input::Export(file_key) => match key.or(file_key) {
                     Some(k) => verify_export(path, &k),
                     None => return Exit::Failed(format!("`{file}` has no valid `public_key`")),
                 },
-                Input::Database => verify_db(path, key.as_ref()),
+                Input::Database => match witness {
+                    Some(w) => verify_db_with_witness(path, key.as_ref(), Some(Path::new(w))),
+                    None => {
+                        let beside = format!("{file}.witness");
+                        if !Path::new(&beside).is_file() {
+                            eprintln!(
+                                "warning: no witness (`{beside}` is missing and no --witness given): signed history that lost its checkpoints cannot be told from unsigned records"
+                            );
+                        }
+                        verify_db(path, key.as_ref())
+                    }
+                },
             };
             match report {
                 Ok(r) => {

@@ -176,3 +176,60 @@ fn the_tool_refuses_a_signed_but_non_canonical_export() {
         }
     }
 }
+
+#[test]
+fn the_tool_reports_uncovered_signed_history_from_the_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    write_log(&db, 30);
+    let db_s = db.to_str().unwrap();
+    let key = B64.encode(pk());
+    match tool(&["verify", db_s, "--key", &key]) {
+        Exit::Ok(v) => assert_eq!(
+            (v["uncovered"].clone(), v["witnessed"].clone()),
+            (json!(0), json!(30)),
+            "{v}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    // Every checkpoint deleted: the file alone looks like 30 unsigned records; the witness
+    // beside it shows they were signed.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("DELETE FROM checkpoints", [])
+        .unwrap();
+    match tool(&["verify", db_s, "--key", &key]) {
+        Exit::Tampered(v) => {
+            assert_eq!(v["uncovered"], 30, "{v}");
+            assert_eq!(v["problem"]["kind"], "uncovered_signed_history", "{v}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The witness moved elsewhere and named explicitly.
+    let elsewhere = dir.path().join("kept-elsewhere.witness");
+    std::fs::rename(format!("{db_s}.witness"), &elsewhere).unwrap();
+    match tool(&[
+        "verify",
+        db_s,
+        "--witness",
+        elsewhere.to_str().unwrap(),
+        "--key",
+        &key,
+    ]) {
+        Exit::Tampered(v) => assert_eq!(v["problem"]["kind"], "uncovered_signed_history", "{v}"),
+        other => panic!("{other:?}"),
+    }
+    // Without any witness the file alone cannot tell: valid, with every record uncovered.
+    match tool(&["verify", db_s, "--key", &key]) {
+        Exit::Ok(v) => assert_eq!(
+            (v["uncovered"].clone(), v["witnessed"].clone()),
+            (json!(30), Value::Null),
+            "{v}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        tool(&["verify", db_s, "--witness", "/nonexistent/witness"]),
+        Exit::Usage(_)
+    ));
+}

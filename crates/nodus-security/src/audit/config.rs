@@ -1,5 +1,6 @@
 //! Configuration and counters of the audit log.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -73,4 +74,22 @@ pub struct AuditStats {
     pub last_fsync_micros: u64,
     /// Longest fsync'd commit, µs.
     pub max_fsync_micros: u64,
+}
+
+/// Where a file-backed audit log keeps its **witness** — a copy of its latest signed checkpoint
+/// outside the database — and what opening does when it is missing. See `docs/audit.md`
+/// ("The witness"). In-memory logs keep none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WitnessConfig {
+    /// The witness file. `None`: `<database path>.witness`, beside the database. Choose a path on
+    /// another disk or host directory (one that whoever can edit the database cannot) to make a
+    /// rollback of both impossible to hide.
+    pub path: Option<PathBuf>,
+    /// Open a log that has records but no witness file, trusting it as it is, and start a new
+    /// witness from its latest checkpoint. Off by default: a missing witness is refused with
+    /// [`AuditError::WitnessMissing`](super::AuditError::WitnessMissing), because deleting the
+    /// witness together with checkpoints is exactly how signed history would be made unsigned.
+    /// Turn it on once, knowingly: for a log written before witnesses existed, or after
+    /// restoring a backup of the database alone.
+    pub accept_missing: bool,
 }

@@ -39,6 +39,42 @@ pub enum AuditError {
     /// A proof was asked for sizes or indexes the tree does not have.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// Opening refused: the log holds records or checkpoints but its witness file is missing
+    /// (deleted, perhaps together with checkpoints). Nothing was written. Open with
+    /// [`WitnessConfig::accept_missing`](super::WitnessConfig::accept_missing) to trust the log as
+    /// it is and start a new witness.
+    #[error(
+        "the audit log at `{db}` has records but its witness `{witness}` is missing; nothing was written (open with `accept_missing` to trust the log as it is and start a new witness)"
+    )]
+    WitnessMissing {
+        /// The database path.
+        db: String,
+        /// The witness path.
+        witness: String,
+    },
+    /// The witness file cannot be read or written, or is not a canonical checkpoint of this log
+    /// (its origin) signed by the log's key.
+    #[error("audit witness `{witness}`: {reason}")]
+    Witness {
+        /// The witness path.
+        witness: String,
+        /// Why.
+        reason: String,
+    },
+    /// Opening refused: the log does not extend the checkpoint its witness holds (records rolled
+    /// back, rewritten, or checkpoints deleted). Nothing was written.
+    #[error(
+        "the audit log at `{db}` does not extend the checkpoint in its witness `{witness}`; nothing was written: {tamper}"
+    )]
+    WitnessNotExtended {
+        /// The database path.
+        db: String,
+        /// The witness path.
+        witness: String,
+        /// The problem: [`TamperKind::WitnessNotExtended`](super::TamperKind::WitnessNotExtended)
+        /// or [`TamperKind::UncoveredSignedHistory`](super::TamperKind::UncoveredSignedHistory).
+        tamper: Tamper,
+    },
     /// An export file could not be written or read.
     #[error("audit export `{path}`: {reason}")]
     Export {

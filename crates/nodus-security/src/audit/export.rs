@@ -122,6 +122,8 @@ pub fn verify_export(path: &Path, trusted_key: &[u8; 32]) -> Result<VerifyReport
             size: 0,
             checkpoints: m.checkpoints.len(),
             latest: None,
+            uncovered: 0,
+            witnessed: None,
             problem: Some(tamper(
                 0,
                 TamperKind::KeyMismatch,
@@ -129,7 +131,7 @@ pub fn verify_export(path: &Path, trusted_key: &[u8; 32]) -> Result<VerifyReport
             )),
         });
     }
-    Ok(verify_material(&m, trusted_key))
+    Ok(verify_material(&m, trusted_key, None))
 }
 
 /// An export's records, checkpoints and public key.

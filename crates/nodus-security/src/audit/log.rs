@@ -1,6 +1,6 @@
 //! The audit log handle: opening, the recording hot path, proofs and the `AuditSink` methods.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OpenFlags, params};
 
 use super::checkpoint::SignedCheckpoint;
-use super::config::{AuditConfig, AuditStats, Durability, Overflow};
+use super::config::{AuditConfig, AuditStats, Durability, Overflow, WitnessConfig};
 use super::error::{AuditError, storage};
 use super::intake::{Intake, Lane};
 use super::merkle::{Tree, TreeError, leaf_hash};
@@ -22,7 +22,8 @@ use super::record::{AuditRecord, StoredRecord};
 use super::signer::CheckpointSigner;
 use super::sink::AuditSink;
 use super::store::{MEMORY_DB, SCHEMA, load_material, open_conn, tail_conn};
-use super::verify::{VerifyReport, verify_material};
+use super::verify::{TamperKind, VerifyReport, tamper, verify_material};
+use super::witness;
 use super::writer::{Counters, Ctl, Shared, Writer};
 
 /// The default [`AuditSink`]: records as leaves of an RFC 6962 Merkle tree in SQLite (WAL), signed
@@ -38,6 +39,14 @@ pub struct AuditLog {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// The witness of a file-backed log being opened.
+struct WitnessState {
+    path: PathBuf,
+    /// The witness note, `None` when the file does not exist.
+    note: Option<String>,
+    accept_missing: bool,
+}
+
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
@@ -48,8 +57,10 @@ impl std::fmt::Debug for AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log at `path`. An existing log is verified first; a log that does not
-    /// verify, or was created with another key, is refused.
+    /// Opens (or creates) the log at `path` with its witness beside it (`<path>.witness`, see
+    /// [`open_with_witness`](Self::open_with_witness)). An existing log is verified first; a log
+    /// that does not verify, was created with another key, or does not extend its witness is
+    /// refused, and nothing is written.
     ///
     /// # Errors
     /// [`AuditError`].
@@ -58,7 +69,59 @@ impl AuditLog {
         signer: Arc<dyn CheckpointSigner>,
         config: AuditConfig,
     ) -> Result<Self, AuditError> {
+        Self::open_with_witness(path, signer, config, WitnessConfig::default())
+    }
+
+    /// Opens (or creates) the log at `path`, keeping its latest signed checkpoint in the witness
+    /// file `witness` names, too. Opening checks, in this order, before anything is written:
+    /// the database verifies ([`AuditError::Tampered`]) with this signer's key
+    /// ([`AuditError::WrongKey`]); the witness, if present, is a canonical checkpoint of this log
+    /// signed by that key ([`AuditError::Witness`]); the log extends it (a consistency proof from
+    /// the witnessed size and root to the stored tree) and still stores a checkpoint covering it
+    /// ([`AuditError::WitnessNotExtended`]); a log with records or checkpoints has a witness
+    /// unless `witness.accept_missing` ([`AuditError::WitnessMissing`]). After each new
+    /// checkpoint is durable in the database the writer replaces the witness atomically.
+    ///
+    /// # Errors
+    /// [`AuditError`].
+    pub fn open_with_witness(
+        path: &Path,
+        signer: Arc<dyn CheckpointSigner>,
+        config: AuditConfig,
+        witness: WitnessConfig,
+    ) -> Result<Self, AuditError> {
+        let wpath = witness
+            .path
+            .clone()
+            .unwrap_or_else(|| witness::default_path(path));
+        let note = witness::read(&wpath)?;
         let target = path.display().to_string();
+        if let Some(note) = &note
+            && !path.exists()
+        {
+            // The whole database is gone: refuse before creating an empty one.
+            let w = witness::parse(
+                &wpath,
+                note,
+                &config.origin,
+                signer.name(),
+                &signer.public_key(),
+            )?;
+            if w.size > 0 {
+                return Err(AuditError::WitnessNotExtended {
+                    db: target,
+                    witness: wpath.display().to_string(),
+                    tamper: tamper(
+                        0,
+                        TamperKind::WitnessNotExtended,
+                        format!(
+                            "the log (no database) does not extend the witnessed checkpoint of size {}",
+                            w.size
+                        ),
+                    ),
+                });
+            }
+        }
         let writer = open_conn(&target, false)?;
         writer
             .execute_batch("PRAGMA journal_mode=WAL;")
@@ -69,6 +132,11 @@ impl AuditLog {
             target.clone(),
             signer,
             config,
+            Some(WitnessState {
+                path: wpath,
+                note,
+                accept_missing: witness.accept_missing,
+            }),
         )
     }
 
@@ -96,6 +164,7 @@ impl AuditLog {
             "<memory>".into(),
             signer,
             config,
+            None,
         )
     }
 
@@ -105,6 +174,7 @@ impl AuditLog {
         label: String,
         signer: Arc<dyn CheckpointSigner>,
         config: AuditConfig,
+        witness: Option<WitnessState>,
     ) -> Result<Self, AuditError> {
         let sync = match config.durability {
             Durability::Full => "FULL",
@@ -116,27 +186,73 @@ impl AuditLog {
         let public_key = signer.public_key();
         let pk_b64 = B64.encode(public_key);
         let m = load_material(&writer)?;
-        if m.records.is_empty() && m.checkpoints.is_empty() {
+        let fresh = m.records.is_empty() && m.checkpoints.is_empty();
+        // The log's own origin and key name (a fresh log takes them from the configuration).
+        let (origin, key_name) = if fresh {
+            (config.origin.clone(), signer.name().to_owned())
+        } else {
+            (m.origin.clone(), m.key_name.clone())
+        };
+        if !fresh && m.public_key != public_key {
+            return Err(AuditError::WrongKey {
+                expected: B64.encode(m.public_key),
+                given: pk_b64,
+            });
+        }
+        let witnessed = match &witness {
+            Some(WitnessState {
+                path,
+                note: Some(note),
+                ..
+            }) => match witness::parse(path, note, &origin, &key_name, &public_key) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    // The database's own checks come first (`Tampered`), then the witness's.
+                    if let Some(t) = verify_material(&m, &public_key, None).problem {
+                        return Err(AuditError::Tampered {
+                            path: label,
+                            tamper: t,
+                        });
+                    }
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        let report = verify_material(&m, &public_key, witnessed.as_ref());
+        if let Some(t) = report.problem {
+            return Err(match (&witness, t.kind) {
+                (Some(w), TamperKind::WitnessNotExtended | TamperKind::UncoveredSignedHistory) => {
+                    AuditError::WitnessNotExtended {
+                        db: label,
+                        witness: w.path.display().to_string(),
+                        tamper: t,
+                    }
+                }
+                _ => AuditError::Tampered {
+                    path: label,
+                    tamper: t,
+                },
+            });
+        }
+        if let Some(w) = &witness
+            && w.note.is_none()
+            && !fresh
+            && !w.accept_missing
+        {
+            return Err(AuditError::WitnessMissing {
+                db: label,
+                witness: w.path.display().to_string(),
+            });
+        }
+        // Every check passed: from here on, writing is allowed.
+        if fresh {
             writer
                 .execute(
                     "INSERT OR REPLACE INTO meta (k, v) VALUES ('origin', ?1), ('public_key', ?2), ('key_name', ?3), ('format', 'nodus-audit-v1')",
                     params![config.origin, pk_b64, signer.name()],
                 )
                 .map_err(storage)?;
-        } else {
-            if m.public_key != public_key {
-                return Err(AuditError::WrongKey {
-                    expected: B64.encode(m.public_key),
-                    given: pk_b64,
-                });
-            }
-            let report = verify_material(&m, &public_key);
-            if let Some(t) = report.problem {
-                return Err(AuditError::Tampered {
-                    path: label,
-                    tamper: t,
-                });
-            }
         }
         let mut tree = Tree::new();
         for (_, leaf, _) in &m.records {
@@ -151,6 +267,12 @@ impl AuditLog {
             Ok(note) => SignedCheckpoint::from_note(note),
             Err(_) => None,
         };
+        if let (Some(w), Some(l)) = (&witness, &latest)
+            && w.note.is_none()
+        {
+            // `accept_missing`: start the witness from the latest checkpoint now.
+            witness::write(&w.path, &l.note)?;
+        }
         let reader = reader()?;
         let durable = AtomicU64::new(tree.len());
         let shared = Arc::new(Shared {
@@ -177,6 +299,7 @@ impl AuditLog {
             shared: shared.clone(),
             signer,
             config: config.clone(),
+            witness: witness.map(|w| w.path),
         };
         let handle = std::thread::Builder::new()
             .name("nodus-audit-writer".into())
@@ -325,8 +448,16 @@ impl AuditSink for AuditLog {
     }
 
     fn verify(&self) -> Result<VerifyReport, AuditError> {
+        // The latest checkpoint this log signed is its own witness: read it before the stored
+        // state, so that state includes it (it is published after its commit).
+        let witnessed = self
+            .shared
+            .latest
+            .read()
+            .as_ref()
+            .map(|l| l.checkpoint.clone());
         let m = load_material(&self.reader.lock())?;
-        Ok(verify_material(&m, &self.public_key))
+        Ok(verify_material(&m, &self.public_key, witnessed.as_ref()))
     }
 
     fn stats(&self) -> AuditStats {

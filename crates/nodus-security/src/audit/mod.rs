@@ -30,14 +30,15 @@ mod signer;
 mod sink;
 mod store;
 mod verify;
+mod witness;
 mod writer;
 
 pub use checkpoint::{Checkpoint, SignedCheckpoint};
-pub use config::{AuditConfig, AuditStats, Durability, Overflow};
+pub use config::{AuditConfig, AuditStats, Durability, Overflow, WitnessConfig};
 pub use error::AuditError;
 pub use export::{ExportContents, ExportSummary, export_tree, read_export_records, verify_export};
 pub use log::AuditLog;
 pub use record::{AuditRecord, LEAF_TAG, Outcome, SharedStr, StoredRecord};
 pub use signer::{CheckpointSigner, Ed25519Signer};
 pub use sink::AuditSink;
-pub use verify::{Tamper, TamperKind, VerifyReport, verify_db};
+pub use verify::{Tamper, TamperKind, VerifyReport, verify_db, verify_db_with_witness};

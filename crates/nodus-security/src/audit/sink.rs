@@ -29,7 +29,9 @@ pub trait AuditSink: Send + Sync {
     /// # Errors
     /// The writer's error.
     fn flush(&self) -> Result<SignedCheckpoint, AuditError>;
-    /// Re-derives the tree from the stored records and checks every stored checkpoint.
+    /// Re-derives the tree from the stored records and checks every stored checkpoint (and, for
+    /// [`AuditLog`](super::AuditLog), that the latest checkpoint it signed is still stored and
+    /// extended). The report counts the records no checkpoint covers (`uncovered`).
     ///
     /// # Errors
     /// Storage errors (tampering is reported in the report, not as an error).

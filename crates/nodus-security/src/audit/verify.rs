@@ -7,12 +7,13 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::Checkpoint;
 use super::error::{AuditError, storage};
-use super::merkle::{Hash, Tree, leaf_hash, verify_consistency};
+use super::merkle::{Hash, Tree, empty_root, leaf_hash, verify_consistency};
 use super::note::{
     NoteError, parse_checkpoint_body, parse_verifier_key, verifier_key, verify_note,
 };
 use super::record::AuditRecord;
 use super::store::{Material, load_material};
+use super::witness;
 
 /// What kind of problem verification found. Serialized in `snake_case` (`modified_record`, …);
 /// `docs/audit.md` defines each kind and the order in which the checks run.
@@ -41,6 +42,13 @@ pub enum TamperKind {
     Malformed,
     /// An export names another key than the trusted one (its `public_key` or `verifier_key`).
     KeyMismatch,
+    /// The log does not extend the witnessed checkpoint: it has fewer records than the witness
+    /// covers (rolled back or truncated), or its records do not lead to the witnessed root
+    /// (rewritten).
+    WitnessNotExtended,
+    /// The records extend the witnessed checkpoint, but no stored checkpoint covers it any more:
+    /// signed checkpoints were deleted, leaving signed history uncovered.
+    UncoveredSignedHistory,
 }
 
 /// The first problem verification found. It carries no record content (no tenant, actor,
@@ -69,6 +77,12 @@ pub struct VerifyReport {
     pub checkpoints: usize,
     /// The newest checkpoint that verified before the first problem.
     pub latest: Option<Checkpoint>,
+    /// Records (of `size`) that no verified checkpoint covers: `size - latest.size` (all of them
+    /// when `latest` is `None`). Records written since the last checkpoint are uncovered until the
+    /// next one; signed history that became uncovered is a problem only a witness can show.
+    pub uncovered: u64,
+    /// The size of the witnessed checkpoint the log was checked against (`None`: no witness).
+    pub witnessed: Option<u64>,
     /// The first problem, if any.
     pub problem: Option<Tamper>,
 }
@@ -228,29 +242,127 @@ fn check_checkpoints(
     None
 }
 
-/// Re-derives the tree from the records and checks every checkpoint against it and against `key`.
-pub(crate) fn verify_material(m: &Material, key: &[u8; 32]) -> VerifyReport {
+/// The witness checks, after every stored checkpoint verified: the records must extend the
+/// witnessed checkpoint (a consistency proof from it to the whole tree), and a stored checkpoint
+/// must still cover it.
+fn check_witness(tree: &Tree, latest: Option<&Checkpoint>, w: &Checkpoint) -> Option<Tamper> {
+    let size = tree.len();
+    let covered = latest.map_or(0, |c| c.size);
+    let (ws, wr) = (w.size, w.root);
+    let extended = if ws > size {
+        false
+    } else if ws == 0 {
+        wr == empty_root()
+    } else {
+        match (tree.consistency_proof(ws, size), tree.root(size)) {
+            (Ok(proof), Ok(root)) => verify_consistency(ws, size, &wr, &root, &proof),
+            _ => false,
+        }
+    };
+    if !extended {
+        let index = if ws > size {
+            size
+        } else {
+            latest.map_or(0, |c| c.size.min(ws))
+        };
+        return Some(tamper(
+            index,
+            TamperKind::WitnessNotExtended,
+            format!(
+                "the log ({size} records) does not extend the witnessed checkpoint of size {ws}"
+            ),
+        ));
+    }
+    if covered < ws {
+        return Some(tamper(
+            covered,
+            TamperKind::UncoveredSignedHistory,
+            format!(
+                "records {covered}..{ws} were covered by a signed checkpoint (the witness) that the log no longer stores"
+            ),
+        ));
+    }
+    None
+}
+
+/// Re-derives the tree from the records and checks every checkpoint against it and against `key`,
+/// then (when given) that the log extends the `witness` checkpoint and still stores one covering
+/// it.
+pub(crate) fn verify_material(
+    m: &Material,
+    key: &[u8; 32],
+    witness: Option<&Checkpoint>,
+) -> VerifyReport {
     let mut tree = Tree::new();
     let mut latest = None;
-    let problem =
-        check_records(m, &mut tree).or_else(|| check_checkpoints(m, key, &tree, &mut latest));
+    let problem = check_records(m, &mut tree)
+        .or_else(|| check_checkpoints(m, key, &tree, &mut latest))
+        .or_else(|| witness.and_then(|w| check_witness(&tree, latest.as_ref(), w)));
+    let size = tree.len();
     VerifyReport {
         valid: problem.is_none(),
-        size: tree.len(),
+        size,
         checkpoints: m.checkpoints.len(),
+        uncovered: size.saturating_sub(latest.as_ref().map_or(0, |c| c.size)),
+        witnessed: witness.map(|w| w.size),
         latest,
         problem,
     }
 }
 
 /// Verifies an audit database file offline with `key` (or, when `None`, the key stored in the file
-/// itself — which proves integrity against accidents, not against someone who can rewrite the file).
+/// itself — which proves integrity against accidents, not against someone who can rewrite the
+/// file), and against its witness beside it (`<path>.witness`) when that file exists. See
+/// [`verify_db_with_witness`] to name the witness.
 ///
 /// # Errors
-/// Storage errors.
+/// Storage errors; [`AuditError::Witness`] when the witness exists but is not a checkpoint of this
+/// log signed by the key.
 pub fn verify_db(path: &Path, key: Option<&[u8; 32]>) -> Result<VerifyReport, AuditError> {
+    let beside = witness::default_path(path);
+    let w = beside.is_file().then_some(beside);
+    verify_db_with_witness(path, key, w.as_deref())
+}
+
+/// Verifies an audit database file offline with `key` (or the key stored in the file) and, when
+/// `witness` is given, against the checkpoint in that witness file: the log must extend it and
+/// still store a checkpoint covering it (see `docs/audit.md`).
+///
+/// # Errors
+/// Storage errors; [`AuditError::Witness`] when the witness cannot be read (a named witness must
+/// exist) or is not a canonical checkpoint of this log signed by the key.
+pub fn verify_db_with_witness(
+    path: &Path,
+    key: Option<&[u8; 32]>,
+    witness: Option<&Path>,
+) -> Result<VerifyReport, AuditError> {
+    if !path.is_file() {
+        return Err(AuditError::Storage(format!(
+            "`{}` is not a file",
+            path.display()
+        )));
+    }
     let conn =
         Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(storage)?;
     let m = load_material(&conn)?;
-    Ok(verify_material(&m, key.unwrap_or(&m.public_key)))
+    let key = key.unwrap_or(&m.public_key);
+    let Some(wp) = witness else {
+        return Ok(verify_material(&m, key, None));
+    };
+    let parsed = witness::read(wp).and_then(|note| {
+        let note = note.ok_or_else(|| AuditError::Witness {
+            witness: wp.display().to_string(),
+            reason: "not found".into(),
+        })?;
+        witness::parse(wp, &note, &m.origin, &m.key_name, key)
+    });
+    match parsed {
+        Ok(w) => Ok(verify_material(&m, key, Some(&w))),
+        // The database's own checks come first: a log that fails them is reported as such;
+        // only a log that passes them is refused for a bad witness.
+        Err(e) => {
+            let r = verify_material(&m, key, None);
+            if r.valid { Err(e) } else { Ok(r) }
+        }
+    }
 }

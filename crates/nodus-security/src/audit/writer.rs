@@ -1,5 +1,6 @@
 //! The writer thread: drains the intake, group-commits batches and signs checkpoints.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use super::merkle::{Hash, Tree, leaf_hash, verify_consistency};
 use super::note::{checkpoint_body, signature_line};
 use super::record::{AuditRecord, Outcome, now_ms};
 use super::signer::CheckpointSigner;
+use super::witness;
 
 /// Requests to the writer thread (records travel through the [`Intake`] lanes instead).
 pub(crate) enum Ctl {
@@ -77,6 +79,8 @@ pub(crate) struct Writer {
     pub(crate) shared: Arc<Shared>,
     pub(crate) signer: Arc<dyn CheckpointSigner>,
     pub(crate) config: AuditConfig,
+    /// The witness file (file-backed logs), replaced after each durable checkpoint.
+    pub(crate) witness: Option<PathBuf>,
 }
 
 const MAX_BATCH: usize = 8192;
@@ -265,10 +269,24 @@ impl Writer {
                 return Ok(false);
             }
         }
+        let every = self.config.checkpoint_every.max(1);
+        // A commit that signs a checkpoint is followed by a witness write; the witness must never
+        // get ahead of what is durable, so under `Normal` that commit is fsync'd too.
+        let end = base + batch.len() as u64;
+        let last_size = last_cp.map_or(0, |(s, _)| s);
+        let will_sign = end.saturating_sub(last_size) >= every
+            || (end > last_size && (force || due))
+            || (force && !had_cp);
+        let sync_up =
+            will_sign && self.witness.is_some() && self.config.durability == Durability::Normal;
+        if sync_up {
+            self.conn
+                .execute_batch("PRAGMA synchronous=FULL")
+                .map_err(storage)?;
+        }
         let start = Instant::now();
         let tx = self.conn.transaction().map_err(storage)?;
         let mut made: Option<SignedCheckpoint> = None;
-        let every = self.config.checkpoint_every.max(1);
         {
             let mut stmt = tx
                 .prepare_cached("INSERT INTO records (seq, leaf, hash) VALUES (?1, ?2, ?3)")
@@ -315,6 +333,11 @@ impl Writer {
         }
         tx.commit().map_err(storage)?;
         let micros = start.elapsed().as_micros() as u64;
+        if sync_up {
+            self.conn
+                .execute_batch("PRAGMA synchronous=NORMAL")
+                .map_err(storage)?;
+        }
         self.shared
             .durable
             .store(base + batch.len() as u64, Ordering::Release);
@@ -328,6 +351,10 @@ impl Writer {
         batch.clear();
         let was_made = made.is_some();
         if let Some(m) = made {
+            // Durable in the database first, then the witness, then published.
+            if let Some(w) = &self.witness {
+                witness::write(w, &m.note)?;
+            }
             *self.shared.latest.write() = Some(m);
         }
         Ok(was_made)
