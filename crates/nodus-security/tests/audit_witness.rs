@@ -282,6 +282,17 @@ fn a_witness_kept_elsewhere_exposes_a_rollback_of_both_files() {
         !witness_beside(&p).exists(),
         "no witness beside the database"
     );
+    // A witness in a directory that does not exist is refused at open, not at the first
+    // checkpoint.
+    let nowhere = WitnessConfig {
+        path: Some(other.path().join("missing-dir").join("w")),
+        accept_missing: true,
+    };
+    assert!(matches!(
+        AuditLog::open_with_witness(&dir.path().join("fresh.db"), signer(), config(), nowhere),
+        Err(AuditError::Witness { .. })
+    ));
+    assert!(!dir.path().join("fresh.db").exists());
     // The log and the witness agree: it opens and verifies against it.
     let r = verify_db_with_witness(&p, Some(&pk()), Some(&w)).unwrap();
     assert!(

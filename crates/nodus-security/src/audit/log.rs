@@ -95,6 +95,15 @@ impl AuditLog {
             .clone()
             .unwrap_or_else(|| witness::default_path(path));
         let note = witness::read(&wpath)?;
+        if let Some(dir) = wpath.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.is_dir()
+        {
+            // Found now rather than at the first checkpoint, where it would stop the writer.
+            return Err(AuditError::Witness {
+                witness: wpath.display().to_string(),
+                reason: format!("its directory `{}` does not exist", dir.display()),
+            });
+        }
         let target = path.display().to_string();
         if let Some(note) = &note
             && !path.exists()

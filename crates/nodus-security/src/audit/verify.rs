@@ -80,8 +80,10 @@ pub struct VerifyReport {
     /// Records (of `size`) that no verified checkpoint covers: `size - latest.size` (all of them
     /// when `latest` is `None`). Records written since the last checkpoint are uncovered until the
     /// next one; signed history that became uncovered is a problem only a witness can show.
+    #[serde(default)]
     pub uncovered: u64,
     /// The size of the witnessed checkpoint the log was checked against (`None`: no witness).
+    #[serde(default)]
     pub witnessed: Option<u64>,
     /// The first problem, if any.
     pub problem: Option<Tamper>,
