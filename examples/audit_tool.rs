@@ -1,11 +1,19 @@
 //! `audit_tool`: verify, export, prove and tail Nodus audit logs.
 //!
 //! ```sh
-//! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>]
+//! cargo run -p nodus-examples --example audit_tool -- verify <audit.db | export.json> [--key <base64|hex>] [--witness <file>]
 //! cargo run -p nodus-examples --example audit_tool -- export <audit.db> <export.json>
 //! cargo run -p nodus-examples --example audit_tool -- prove  <export.json> <index> [--key <base64|hex>]
 //! cargo run -p nodus-examples --example audit_tool -- tail   <audit.db> [n]
 //! ```
+//!
+//! `verify` checks a database against its witness (the latest checkpoint kept outside the
+//! database): `--witness <file>`, else `<audit.db>.witness` when it exists (with a warning when it
+//! does not). The report's `uncovered` counts records no checkpoint covers.
+//!
+//! `verify` tells a database from an export by parsing: a file starting with SQLite's 16-byte
+//! header is a database; any other file must parse as an export document (JSON whose `format` is
+//! `nodus-audit-export-v1`, whatever its whitespace), else it is refused.
 //!
 //! JSON on stdout (also for errors: `{"error": …}`), messages on stderr. Exit code 0 when the log
 //! is valid (or the command succeeded), 1 when tampering is found (or a file cannot be read or
@@ -24,20 +32,27 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use nodus_security::audit::{
-    AuditLog, export_tree, merkle, note, read_export_records, verify_db, verify_export,
+    AuditLog, export_tree, merkle, note, read_export_records, verify_db, verify_db_with_witness,
+    verify_export,
 };
 use serde_json::{Value, json};
 
 const USAGE: &str = "usage:
-  audit_tool verify <audit.db|export.json> [--key <base64|hex>]
+  audit_tool verify <audit.db|export.json> [--key <base64|hex>] [--witness <file>]
   audit_tool export <audit.db> <export.json>
   audit_tool prove <export.json> <index> [--key <base64|hex>]
   audit_tool tail <audit.db> [n]";
 
-enum Exit {
+/// What a command ends with (and the exit code it maps to).
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Exit 0, with the JSON printed on stdout.
     Ok(Value),
+    /// Exit 1: tampering found; the JSON report on stdout.
     Tampered(Value),
+    /// Exit 1: a file could not be read, parsed or verified.
     Failed(String),
+    /// Exit 2: a usage error.
     Usage(String),
 }
 
@@ -45,25 +60,32 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Exit::Ok(v) => {
-            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Exit::Tampered(v) => {
-            nodus_examples::print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_line(&serde_json::to_string_pretty(&v).unwrap_or_default());
             eprintln!("tampering detected");
             ExitCode::from(1)
         }
         Exit::Failed(msg) => {
-            nodus_examples::print_line(&json!({ "valid": false, "error": msg }).to_string());
+            print_line(&json!({ "valid": false, "error": msg }).to_string());
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }
         Exit::Usage(msg) => {
-            nodus_examples::print_line(&json!({ "error": msg, "usage": USAGE }).to_string());
+            print_line(&json!({ "error": msg, "usage": USAGE }).to_string());
             eprintln!("error: {msg}\n\n{USAGE}");
             ExitCode::from(2)
         }
     }
+}
+
+/// Writes `text` and a newline to stdout; a closed pipe only cuts the output short.
+fn print_line(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
 }
 
 fn parse_key(s: &str) -> Option<[u8; 32]> {
@@ -76,16 +98,43 @@ fn parse_key(s: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
-/// An export is JSON (starts with `{`); anything else is treated as a database.
-fn is_export(path: &Path) -> bool {
+/// What a file given to `verify` is.
+enum Input {
+    /// A SQLite database (its 16-byte file header says so).
+    Database,
+    /// An export: a JSON document whose `format` is `nodus-audit-export-v1`. Its public key
+    /// (`None` when the field is not a 32-byte base64 key; verification then reports the error).
+    Export(Option<[u8; 32]>),
+}
+
+/// Decides by parsing: a file that starts with SQLite's header is a database; any other file must
+/// parse as an export document (whatever whitespace or layout it has), or it is neither.
+fn classify(path: &Path) -> Result<Input, String> {
     use std::io::Read as _;
-    let mut head = [0u8; 64];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .unwrap_or(0);
-    head.get(..n)
-        .and_then(|h| h.iter().find(|b| !b.is_ascii_whitespace()))
-        == Some(&b'{')
+    let mut head = [0u8; 16];
+    let mut f = std::fs::File::open(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let n = f.read(&mut head).unwrap_or(0);
+    if head.get(..n) == Some(b"SQLite format 3\0".as_slice()) {
+        return Ok(Input::Database);
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "`{}` is neither an audit database nor an export: {e}",
+            path.display()
+        )
+    })?;
+    if v.get("format").and_then(Value::as_str) != Some("nodus-audit-export-v1") {
+        return Err(format!(
+            "`{}` is neither an audit database nor an export (`format` is not `nodus-audit-export-v1`)",
+            path.display()
+        ));
+    }
+    Ok(Input::Export(
+        v.get("public_key")
+            .and_then(Value::as_str)
+            .and_then(parse_key),
+    ))
 }
 
 /// Parses an optional trailing `--key <key>`.
@@ -101,18 +150,47 @@ fn key_option(rest: &[&str]) -> Result<Option<[u8; 32]>, Exit> {
     }
 }
 
+/// Parses `verify`'s options: `--key <key>` and `--witness <file>`, each at most once, in any
+/// order.
+fn verify_options<'a>(rest: &[&'a str]) -> Result<(Option<[u8; 32]>, Option<&'a str>), Exit> {
+    let (mut key, mut witness) = (None, None);
+    let mut it = rest.iter();
+    while let Some(opt) = it.next() {
+        match (*opt, it.next()) {
+            ("--key", Some(k)) if key.is_none() => {
+                key = Some(parse_key(k).ok_or_else(|| {
+                    Exit::Usage(format!("`{k}` is not a 32-byte key in base64 or hex"))
+                })?);
+            }
+            ("--witness", Some(w)) if witness.is_none() => {
+                if !Path::new(w).is_file() {
+                    return Err(Exit::Usage(format!("witness `{w}` is not a file")));
+                }
+                witness = Some(*w);
+            }
+            _ => {
+                return Err(Exit::Usage(
+                    "expected at most `--key <key>` and `--witness <file>` after the file".into(),
+                ));
+            }
+        }
+    }
+    Ok((key, witness))
+}
+
 /// The export's signed-note key name (the name on its checkpoints' signature lines).
 fn export_key_name(path: &Path) -> Option<String> {
     let v: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     v.get("key_name")?.as_str().map(str::to_owned)
 }
 
-fn run(args: &[String]) -> Exit {
+/// Runs the tool on its arguments (without the program name). The tests call this directly.
+pub(crate) fn run(args: &[String]) -> Exit {
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
         ["verify", file, rest @ ..] => {
-            let key = match key_option(rest) {
-                Ok(k) => k,
+            let (key, witness) = match verify_options(rest) {
+                Ok(o) => o,
                 Err(e) => return e,
             };
             let path = Path::new(file);
@@ -124,17 +202,30 @@ fn run(args: &[String]) -> Exit {
                     "warning: no --key given: trusting the public key stored in `{file}` itself"
                 );
             }
-            let report = if is_export(path) {
-                let key = match key {
-                    Some(k) => k,
-                    None => match read_export_records(path) {
-                        Ok((_, _, pk)) => pk,
-                        Err(e) => return Exit::Failed(e.to_string()),
-                    },
-                };
-                verify_export(path, &key)
-            } else {
-                verify_db(path, key.as_ref())
+            let input = match classify(path) {
+                Ok(i) => i,
+                Err(e) => return Exit::Failed(e),
+            };
+            if witness.is_some() && matches!(input, Input::Export(_)) {
+                return Exit::Usage("--witness applies to a database, not an export".into());
+            }
+            let report = match input {
+                Input::Export(file_key) => match key.or(file_key) {
+                    Some(k) => verify_export(path, &k),
+                    None => return Exit::Failed(format!("`{file}` has no valid `public_key`")),
+                },
+                Input::Database => match witness {
+                    Some(w) => verify_db_with_witness(path, key.as_ref(), Some(Path::new(w))),
+                    None => {
+                        let beside = format!("{file}.witness");
+                        if !Path::new(&beside).is_file() {
+                            eprintln!(
+                                "warning: no witness (`{beside}` is missing and no --witness given): signed history that lost its checkpoints cannot be told from unsigned records"
+                            );
+                        }
+                        verify_db(path, key.as_ref())
+                    }
+                },
             };
             match report {
                 Ok(r) => {
@@ -171,18 +262,29 @@ fn run(args: &[String]) -> Exit {
             if !path.is_file() {
                 return Exit::Usage(format!("`{export}` is not a file"));
             }
-            let (records, checkpoints, pk) = match read_export_records(path) {
-                Ok(x) => x,
-                Err(e) => return Exit::Failed(e.to_string()),
+            let file_key = match classify(path) {
+                Ok(Input::Export(k)) => k,
+                Ok(Input::Database) => {
+                    return Exit::Usage(format!("`{export}` is a database: export it first"));
+                }
+                Err(e) => return Exit::Failed(e),
             };
-            let key = key.unwrap_or_else(|| {
-                eprintln!(
-                    "warning: no --key given: trusting the public key stored in `{export}` itself"
-                );
-                pk
-            });
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    eprintln!(
+                        "warning: no --key given: trusting the public key stored in `{export}` itself"
+                    );
+                    match file_key {
+                        Some(k) => k,
+                        None => {
+                            return Exit::Failed(format!("`{export}` has no valid `public_key`"));
+                        }
+                    }
+                }
+            };
             // The proof is only worth something against a checkpoint that verifies, over records
-            // that verify.
+            // that verify (strictly: every record re-encodes to its leaf).
             match verify_export(path, &key) {
                 Ok(r) if r.valid => {}
                 Ok(r) => {
@@ -190,6 +292,10 @@ fn run(args: &[String]) -> Exit {
                 }
                 Err(e) => return Exit::Failed(e.to_string()),
             }
+            let (records, checkpoints, _) = match read_export_records(path) {
+                Ok(x) => x,
+                Err(e) => return Exit::Failed(e.to_string()),
+            };
             let Some(latest) = checkpoints.last() else {
                 return Exit::Failed("the export has no checkpoint".into());
             };

@@ -13,7 +13,9 @@ use nodus_registry::components::{ComponentRegistry, ComponentSpec};
 use nodus_registry::events::EventBus;
 use nodus_registry::plugins::PluginRegistry;
 use nodus_registry::rate::RateTable;
-use nodus_security::audit::{AuditConfig, AuditLog, AuditSink, Durability, Overflow};
+use nodus_security::audit::{
+    AuditConfig, AuditLog, AuditSink, Durability, Overflow, WitnessConfig,
+};
 use nodus_security::vault::{MasterKey, SecretVault, SoftVault, TrustStore};
 use parking_lot::Mutex;
 
@@ -54,6 +56,7 @@ pub struct NodusBuilder {
     vault: Option<Arc<dyn SecretVault>>,
     audit: Option<Arc<dyn AuditSink>>,
     audit_origin: Option<String>,
+    audit_witness: WitnessConfig,
     registrations: Vec<Registration>,
     components: Vec<ComponentSpec>,
     trust: Option<TrustStore>,
@@ -125,6 +128,25 @@ impl NodusBuilder {
     /// The origin line of the audit log's signed checkpoints (default `nodus.local/audit`).
     pub fn audit_origin(mut self, origin: impl Into<String>) -> Self {
         self.audit_origin = Some(origin.into());
+        self
+    }
+
+    /// Keep the audit log's witness — a copy of its latest signed checkpoint, outside `audit.db` —
+    /// at `path` instead of `audit.db.witness` in the data directory. Choose a place that whoever
+    /// can edit the data directory cannot (another disk, a host-managed directory): opening then
+    /// refuses a log that was rolled back or lost signed checkpoints, even if both files were
+    /// edited together. Ignored for in-memory instances. See `docs/audit.md` ("The witness").
+    pub fn audit_witness(mut self, path: impl AsRef<Path>) -> Self {
+        self.audit_witness.path = Some(path.as_ref().to_path_buf());
+        self
+    }
+
+    /// Open an existing audit log whose witness file is missing, trusting the log as it is and
+    /// starting a new witness (off by default: a missing witness is refused with
+    /// `AuditError::WitnessMissing`). Use it once, knowingly: for a log written before witnesses
+    /// existed, or after restoring a backup of `audit.db` alone.
+    pub fn audit_accept_missing_witness(mut self, accept: bool) -> Self {
+        self.audit_witness.accept_missing = accept;
         self
     }
 
@@ -235,7 +257,12 @@ impl NodusBuilder {
             None => {
                 let signer = Arc::new(VaultSigner::new(vault.clone(), &config.origin)?);
                 match &data_dir {
-                    Some(dir) => Arc::new(AuditLog::open(&dir.join(AUDIT_FILE), signer, config)?),
+                    Some(dir) => Arc::new(AuditLog::open_with_witness(
+                        &dir.join(AUDIT_FILE),
+                        signer,
+                        config,
+                        self.audit_witness,
+                    )?),
                     None => Arc::new(AuditLog::in_memory(signer, config)?),
                 }
             }

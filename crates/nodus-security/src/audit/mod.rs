@@ -17,15 +17,28 @@
 //! log.shutdown().unwrap();
 //! ```
 
+mod checkpoint;
+mod config;
+mod error;
+mod export;
 mod intake;
 mod log;
 pub mod merkle;
 pub mod note;
 mod record;
+mod signer;
+mod sink;
+mod store;
+mod verify;
+mod witness;
+mod writer;
 
-pub use log::{
-    AuditConfig, AuditError, AuditLog, AuditSink, AuditStats, Checkpoint, CheckpointSigner,
-    Durability, Ed25519Signer, ExportContents, ExportSummary, Overflow, SignedCheckpoint, Tamper,
-    TamperKind, VerifyReport, export_tree, read_export_records, verify_db, verify_export,
-};
+pub use checkpoint::{Checkpoint, SignedCheckpoint};
+pub use config::{AuditConfig, AuditStats, Durability, Overflow, WitnessConfig};
+pub use error::AuditError;
+pub use export::{ExportContents, ExportSummary, export_tree, read_export_records, verify_export};
+pub use log::AuditLog;
 pub use record::{AuditRecord, LEAF_TAG, Outcome, SharedStr, StoredRecord};
+pub use signer::{CheckpointSigner, Ed25519Signer};
+pub use sink::AuditSink;
+pub use verify::{Tamper, TamperKind, VerifyReport, verify_db, verify_db_with_witness};

@@ -69,7 +69,8 @@ pub struct VerifierKey {
     pub public_key: [u8; 32],
 }
 
-/// Parses `<name>+<hex key id>+<base64(0x01 ‖ pk)>`, checking that the id matches the key.
+/// Parses `<name>+<hex key id>+<base64(0x01 ‖ pk)>`, checking that the id matches the key and
+/// that the string is the canonical one [`verifier_key`] writes (lowercase hex, canonical base64).
 ///
 /// # Errors
 /// [`NoteError::MalformedKey`].
@@ -79,7 +80,7 @@ pub fn parse_verifier_key(vkey: &str) -> Result<VerifierKey, NoteError> {
     let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
     };
-    if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
+    if !is_valid_key_name(name) {
         return Err(bad());
     }
     let id: [u8; 4] = hex::decode(id_hex)
@@ -91,7 +92,8 @@ pub fn parse_verifier_key(vkey: &str) -> Result<VerifierKey, NoteError> {
         return Err(bad());
     };
     let public_key: [u8; 32] = pk.try_into().map_err(|_| bad())?;
-    if key_id(name, &public_key) != id {
+    // Canonical: lowercase hex, canonical base64, the id of this name and key.
+    if key_id(name, &public_key) != id || verifier_key(name, &public_key) != vkey {
         return Err(bad());
     }
     Ok(VerifierKey {
@@ -108,11 +110,81 @@ pub fn signature_line(name: &str, public_key: &[u8; 32], signature: &[u8; 64]) -
     format!("— {name} {}\n", B64.encode(raw))
 }
 
-/// Splits a note into its text (with the final newline) and its signature lines.
+/// The most signature lines a note may carry (as in golang.org/x/mod/sumdb/note).
+pub const MAX_SIGNATURES: usize = 100;
+
+/// One parsed signature line: the key name, the 4-byte key id and the signature bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignatureLine<'a> {
+    /// The key name.
+    pub name: &'a str,
+    /// The key id (the first 4 decoded bytes).
+    pub id: [u8; 4],
+    /// The rest of the decoded bytes (64 for an Ed25519 signature).
+    pub signature: Vec<u8>,
+}
+
+/// `true` for a valid key name: non-empty, no `+`, no whitespace (Unicode `White_Space`).
+pub fn is_valid_key_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('+') && !name.contains(char::is_whitespace)
+}
+
+/// Standard base64 with padding, in its one canonical form (re-encoding gives the same text).
+fn canonical_b64(s: &str) -> Option<Vec<u8>> {
+    let raw = B64.decode(s).ok()?;
+    (B64.encode(&raw) == s).then_some(raw)
+}
+
+fn parse_signature_line(line: &str) -> Result<SignatureLine<'_>, NoteError> {
+    let rest = line.strip_prefix("— ").ok_or(NoteError::MalformedNote(
+        "a signature line starts with `— `",
+    ))?;
+    let (name, b64) = rest.split_once(' ').ok_or(NoteError::MalformedNote(
+        "a signature line is `— <name> <base64>`",
+    ))?;
+    if !is_valid_key_name(name) {
+        return Err(NoteError::MalformedNote(
+            "invalid key name on a signature line",
+        ));
+    }
+    let raw = canonical_b64(b64).ok_or(NoteError::MalformedNote(
+        "a signature is not canonical standard base64",
+    ))?;
+    let (Some(id), Some(signature)) = (raw.get(..4), raw.get(4..)) else {
+        return Err(NoteError::MalformedNote(
+            "a signature is shorter than 5 bytes",
+        ));
+    };
+    let id: [u8; 4] = id
+        .try_into()
+        .map_err(|_| NoteError::MalformedNote("a signature is shorter than 5 bytes"))?;
+    if signature.is_empty() {
+        return Err(NoteError::MalformedNote(
+            "a signature is shorter than 5 bytes",
+        ));
+    }
+    Ok(SignatureLine {
+        name,
+        id,
+        signature: signature.to_vec(),
+    })
+}
+
+/// Splits a note into its text (with the final newline) and its parsed signature lines.
+///
+/// The grammar (as golang.org/x/mod/sumdb/note): no character below U+0020 but LF anywhere; the
+/// text ends at the *last* `"\n\n"` (its first newline is the text's last byte); after the
+/// blank line, 1 to [`MAX_SIGNATURES`] lines `— <name> <base64>` each ending in LF, where the name
+/// is a valid key name and the base64 is canonical and decodes to at least 5 bytes.
 ///
 /// # Errors
 /// [`NoteError::MalformedNote`].
-pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
+pub fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), NoteError> {
+    if note.chars().any(|c| c < ' ' && c != '\n') {
+        return Err(NoteError::MalformedNote(
+            "a control character other than LF",
+        ));
+    }
     let idx = note.rfind("\n\n").ok_or(NoteError::MalformedNote(
         "no blank line before the signatures",
     ))?;
@@ -120,59 +192,47 @@ pub fn split_note(note: &str) -> Result<(&str, Vec<&str>), NoteError> {
     let sigs = sigs
         .strip_prefix('\n')
         .ok_or(NoteError::MalformedNote("no blank line"))?;
-    if !sigs.ends_with('\n') {
+    let Some(sigs) = sigs.strip_suffix('\n') else {
         return Err(NoteError::MalformedNote(
             "signatures must end with a newline",
         ));
-    }
-    let lines: Vec<&str> = sigs.lines().collect();
-    if lines.is_empty() || lines.iter().any(|l| !l.starts_with("— ")) {
-        return Err(NoteError::MalformedNote(
-            "a signature line starts with `— `",
-        ));
+    };
+    let lines: Vec<SignatureLine<'_>> = sigs
+        .split('\n')
+        .map(parse_signature_line)
+        .collect::<Result<_, _>>()?;
+    if lines.len() > MAX_SIGNATURES {
+        return Err(NoteError::MalformedNote("more than 100 signature lines"));
     }
     Ok((text, lines))
 }
 
-/// Verifies `note` against `key`: the first signature line that names the key and carries its id
-/// must hold an Ed25519 signature over the text that verifies (strictly). Lines by other keys are
-/// ignored. Returns the text.
+/// Verifies `note` against `key`. The note must be well formed ([`split_note`]); then the
+/// **first** signature line whose name equals the key name *and* whose key id equals the key's id
+/// decides: its signature must be 64 bytes and verify (Ed25519, strictly) over the text, or the
+/// note is rejected. Lines by other keys, and later lines by this key, are ignored. Returns the
+/// text.
 ///
 /// # Errors
-/// [`NoteError`] when the note is malformed or no signature by `key` verifies.
+/// [`NoteError::MalformedNote`] for a malformed note, [`NoteError::BadSignature`] when the deciding
+/// line does not verify, [`NoteError::NoValidSignature`] when no line is by `key`.
 pub fn verify_note<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteError> {
     let (text, lines) = split_note(note)?;
     let vk = VerifyingKey::from_bytes(&key.public_key)
         .map_err(|_| NoteError::MalformedKey(key.name.clone()))?;
-    for line in lines {
-        let Some(rest) = line.strip_prefix("— ") else {
-            continue;
-        };
-        let Some((name, b64)) = rest.split_once(' ') else {
-            continue;
-        };
-        if name != key.name {
-            continue;
-        }
-        let Ok(raw) = B64.decode(b64) else { continue };
-        let (Some(id), Some(sig)) = (raw.get(..4), raw.get(4..)) else {
-            continue;
-        };
-        if id != key.id {
-            continue;
-        }
-        // A line that names this key and carries its id must verify: like Go's `note.Open`, a
-        // bad signature by the expected key rejects the note rather than being skipped.
-        let valid = <[u8; 64]>::try_from(sig).is_ok_and(|sig| {
-            vk.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig))
-                .is_ok()
-        });
-        if !valid {
-            return Err(NoteError::BadSignature(key.name.clone()));
-        }
-        return Ok(text);
+    let Some(line) = lines.iter().find(|l| l.name == key.name && l.id == key.id) else {
+        return Err(NoteError::NoValidSignature(key.name.clone()));
+    };
+    // Like Go's `note.Open`, a bad signature by the expected key rejects the note rather than
+    // being skipped.
+    let valid = <[u8; 64]>::try_from(line.signature.as_slice()).is_ok_and(|sig| {
+        vk.verify_strict(text.as_bytes(), &Signature::from_bytes(&sig))
+            .is_ok()
+    });
+    if !valid {
+        return Err(NoteError::BadSignature(key.name.clone()));
     }
-    Err(NoteError::NoValidSignature(key.name.clone()))
+    Ok(text)
 }
 
 /// The body of a tlog checkpoint: origin, decimal size, base64 root, each on its own line.
@@ -180,32 +240,43 @@ pub fn checkpoint_body(origin: &str, size: u64, root: &[u8; 32]) -> String {
     format!("{origin}\n{size}\n{}\n", B64.encode(root))
 }
 
-/// Parses a checkpoint body into `(origin, size, root)` (extension lines are ignored).
+/// Parses a checkpoint body into `(origin, size, root)`, strictly: the text must be exactly
+/// `origin LF size LF root LF` — the origin non-empty with no character below U+0020, the size
+/// `0` or a decimal without sign or leading zero that fits in a u64, the root the canonical
+/// 44-character padded standard base64 of 32 bytes — and nothing else (Nodus checkpoints have no
+/// extension lines). Every accepted text is the one [`checkpoint_body`] writes.
 ///
 /// # Errors
 /// [`NoteError::MalformedCheckpoint`].
 pub fn parse_checkpoint_body(text: &str) -> Result<(String, u64, [u8; 32]), NoteError> {
-    let mut lines = text.lines();
-    let origin = lines
-        .next()
-        .filter(|o| !o.is_empty())
-        .ok_or(NoteError::MalformedCheckpoint("no origin"))?;
-    let size = lines
-        .next()
-        .and_then(|s| {
-            if s.starts_with('0') && s.len() > 1 {
-                None
-            } else {
-                s.parse::<u64>().ok()
-            }
-        })
-        .ok_or(NoteError::MalformedCheckpoint("bad size"))?;
-    let root = lines
-        .next()
-        .and_then(|r| B64.decode(r).ok())
+    let body = text
+        .strip_suffix('\n')
+        .ok_or(NoteError::MalformedCheckpoint(
+            "the text does not end in LF",
+        ))?;
+    let mut lines = body.split('\n');
+    let (Some(origin), Some(size), Some(root), None) =
+        (lines.next(), lines.next(), lines.next(), lines.next())
+    else {
+        return Err(NoteError::MalformedCheckpoint(
+            "not exactly three lines (origin, size, root)",
+        ));
+    };
+    if origin.is_empty() || origin.chars().any(|c| c < ' ') {
+        return Err(NoteError::MalformedCheckpoint("bad origin"));
+    }
+    let size = parse_canonical_u64(size).ok_or(NoteError::MalformedCheckpoint("bad size"))?;
+    let root = canonical_b64(root)
         .and_then(|r| <[u8; 32]>::try_from(r).ok())
         .ok_or(NoteError::MalformedCheckpoint("bad root"))?;
     Ok((origin.to_owned(), size, root))
+}
+
+/// `0`, or ASCII digits without a leading zero, within u64.
+fn parse_canonical_u64(s: &str) -> Option<u64> {
+    let canonical =
+        !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    if canonical { s.parse().ok() } else { None }
 }
 
 #[cfg(test)]

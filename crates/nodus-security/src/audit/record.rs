@@ -326,10 +326,13 @@ impl AuditRecord {
         b
     }
 
-    /// Decodes a leaf encoding into `(seq, record)`.
+    /// Decodes a leaf encoding into `(seq, record)`, strictly: only the canonical encoding
+    /// [`leaf_bytes`](Self::leaf_bytes) produces is accepted (detail keys in strictly ascending
+    /// byte order, flags `0` or `1`, an outcome `0`–`2`, valid tenant and actor ids, no trailing
+    /// bytes), so every accepted leaf re-encodes to itself byte for byte.
     ///
     /// # Errors
-    /// A short description of the first malformed field.
+    /// A short description of the first malformed field (never any of the record's content).
     pub fn decode(bytes: &[u8]) -> Result<(u64, AuditRecord), &'static str> {
         let mut r = Reader { b: bytes };
         if r.take(LEAF_TAG.len())? != LEAF_TAG {
@@ -352,10 +355,16 @@ impl AuditRecord {
         let reason = r.opt_str()?.map(|s| Cow::Owned(s.to_owned()));
         let n = r.u32()?;
         let mut detail = BTreeMap::new();
+        let mut prev: Option<&str> = None;
         for _ in 0..n {
-            let k = r.str()?.to_owned();
-            let v = r.str()?.to_owned();
-            detail.insert(k, v);
+            let k = r.str()?;
+            let v = r.str()?;
+            // Strictly ascending byte order: no two byte strings decode to one record.
+            if prev.is_some_and(|p| p.as_bytes() >= k.as_bytes()) {
+                return Err("detail keys not in strictly ascending order");
+            }
+            prev = Some(k);
+            detail.insert(k.to_owned(), v.to_owned());
         }
         let policy_epoch = r.u64()?;
         let latency_ns = match r.u8()? {
@@ -366,22 +375,25 @@ impl AuditRecord {
         if !r.b.is_empty() {
             return Err("trailing bytes");
         }
-        Ok((
-            seq,
-            AuditRecord {
-                time_ms,
-                tenant,
-                actor,
-                session,
-                kind,
-                command,
-                outcome,
-                reason,
-                detail,
-                policy_epoch,
-                latency_ns,
-            },
-        ))
+        let record = AuditRecord {
+            time_ms,
+            tenant,
+            actor,
+            session,
+            kind,
+            command,
+            outcome,
+            reason,
+            detail,
+            policy_epoch,
+            latency_ns,
+        };
+        // The grammar above admits exactly one byte string per record; this re-encoding check
+        // keeps that true whatever the encoder does.
+        if record.leaf_bytes(seq) != bytes {
+            return Err("not the canonical encoding");
+        }
+        Ok((seq, record))
     }
 }
 
