@@ -289,6 +289,15 @@ fn a_panicking_handler_is_audited_once_and_the_instance_keeps_serving() {
 
 // ---- item 7: every reload path is audited and published -----------------------------------------
 
+/// Replaces a file atomically (write aside, rename), as an editor or deploy tool does: the watcher
+/// never sees a half-written file.
+fn replace(dir: &std::path::Path, file: &str, text: &str) {
+    // Beside the policy directory, not in it (the loader reads every file there).
+    let tmp = dir.with_extension("edit");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(file)).unwrap();
+}
+
 fn write_policy_dir(dir: &std::path::Path, acme: &str) {
     std::fs::create_dir_all(dir.join("tenants")).unwrap();
     std::fs::write(dir.join("system.toml"), SYSTEM).unwrap();
@@ -333,7 +342,7 @@ fn the_policy_watcher_reloads_through_the_audited_path() {
     let epoch = n.policy().epoch();
 
     // A valid edit: reloaded, audited, published; the live context sees it.
-    std::fs::write(dir.path().join("tenants/acme.toml"), tenant_toml(true)).unwrap();
+    replace(dir.path(), "tenants/acme.toml", &tenant_toml(true));
     assert!(eventually(|| n.policy().epoch() > epoch));
     assert!(n.invoke::<CreateNote>(&bob, note()).is_ok());
     let ev = events.recv_timeout(Duration::from_secs(20)).unwrap();
@@ -352,11 +361,11 @@ fn the_policy_watcher_reloads_through_the_audited_path() {
 
     // An invalid edit: nothing changes, and the failure is audited too.
     let epoch = n.policy().epoch();
-    std::fs::write(
-        dir.path().join("tenants/acme.toml"),
+    replace(
+        dir.path(),
+        "tenants/acme.toml",
         "[observability]\nsampling_rate = 7\n",
-    )
-    .unwrap();
+    );
     assert!(eventually(|| reloads(&n).len() == 2));
     assert_eq!(reloads(&n), vec![Outcome::Allowed, Outcome::Error]);
     assert_eq!(n.policy().epoch(), epoch);
@@ -364,7 +373,7 @@ fn the_policy_watcher_reloads_through_the_audited_path() {
 
     // Shutdown stops and joins the watcher; no reload happens after it.
     n.shutdown().unwrap();
-    std::fs::write(dir.path().join("tenants/acme.toml"), tenant_toml(false)).unwrap();
+    replace(dir.path(), "tenants/acme.toml", &tenant_toml(false));
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(n.policy().epoch(), epoch);
     assert!(matches!(
