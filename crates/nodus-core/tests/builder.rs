@@ -395,3 +395,43 @@ fn audit_durability_comes_from_policy() {
         n.shutdown().unwrap();
     }
 }
+
+/// The audit log's witness (its latest signed checkpoint, kept outside `audit.db`) can live where
+/// the host chooses; an instance whose log no longer has it refuses to build unless told to accept
+/// that once.
+#[test]
+fn the_audit_witness_lives_where_the_host_puts_it_and_guards_the_next_build() {
+    let data = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let witness = elsewhere.path().join("acme-audit.witness");
+    let build = |accept: bool| {
+        Nodus::builder()
+            .data_dir(data.path())
+            .master_key(master())
+            .policy(sources(false))
+            .command(Ping)
+            .audit_witness(&witness)
+            .audit_accept_missing_witness(accept)
+            .build()
+    };
+    let n = build(false).unwrap();
+    let alice = ctx(&n, "acme", "alice", &["editor"], "UNCLASSIFIED");
+    n.invoke::<Ping>(&alice, 1).unwrap();
+    let cp = n.flush_audit().unwrap();
+    drop(alice);
+    drop(n);
+    let text = std::fs::read_to_string(&witness).unwrap();
+    assert!(text.starts_with(&cp.checkpoint.origin), "{text}");
+    assert!(!data.path().join("audit.db.witness").exists());
+
+    // The witness is gone: the log cannot prove it still holds its signed history.
+    std::fs::rename(&witness, elsewhere.path().join("kept-aside")).unwrap();
+    let e = build(false).unwrap_err();
+    assert!(matches!(e, BuildError::Audit(_)), "{e}");
+    assert!(e.to_string().contains("witness"), "{e}");
+    // Accepted once, knowingly: the instance builds and writes a new witness.
+    let n = build(true).unwrap();
+    assert!(n.verify_audit().unwrap().valid);
+    n.shutdown().unwrap();
+    assert!(witness.exists());
+}
