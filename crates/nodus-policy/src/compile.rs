@@ -9,6 +9,7 @@ use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
 use crate::ids::{ActorId, TenantId};
 use crate::label::LabelScheme;
 use crate::schema::Schema;
+use crate::snapshot::is_reserved_permission;
 use crate::source::{Doc, PolicySources, Raw, RawKind, parse_doc};
 use crate::value::{Layer, Scope, Value, ValueType};
 
@@ -146,6 +147,9 @@ impl Ctx<'_> {
                 );
                 continue;
             }
+            if layer != Layer::System && spec.ty == ValueType::RoleMap {
+                self.check_reserved(doc, layer, key, raw);
+            }
             match spec.check(raw, scheme) {
                 Ok(v) => {
                     values.insert(key.clone(), v);
@@ -156,6 +160,37 @@ impl Ctx<'_> {
         LayerValues {
             file: doc.file.clone(),
             values,
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// A tenant or user layer's role map may not name a reserved permission: one error per
+    /// pattern, at the pattern's line.
+    fn check_reserved(&mut self, doc: &Doc, layer: Layer, key: &str, raw: &Raw) {
+        let RawKind::Table(roles) = &raw.kind else {
+            return;
+        };
+        for (role, perms) in roles {
+            let RawKind::Array(items) = &perms.kind else {
+                continue;
+            };
+            for item in items {
+                if let RawKind::Str(p) = &item.kind
+                    && is_reserved_permission(p)
+                {
+                    self.err(
+                        &doc.file,
+                        layer,
+                        Some(key),
+                        Some(item.line),
+                        PolicyErrorKind::ReservedPermission {
+                            role: role.clone(),
+                            pattern: p.clone(),
+                        },
+                    );
+                }
+            }
         }
     }
 }

@@ -76,6 +76,18 @@ pub enum PolicyErrorKind {
     /// A `.toml` file in a policy directory outside the layout, which would otherwise be ignored.
     #[error("not part of the policy layout: {0}")]
     MisplacedFile(String),
+    /// A tenant or user layer grants a permission reserved to the system layer (a permission under
+    /// [`RESERVED_PERMISSION_PREFIX`](crate::RESERVED_PERMISSION_PREFIX), or a pattern naming
+    /// such permissions).
+    #[error(
+        "role `{role}` grants `{pattern}`: permissions under `system.` can be granted only by the system layer"
+    )]
+    ReservedPermission {
+        /// The role.
+        role: String,
+        /// The permission pattern.
+        pattern: String,
+    },
 }
 
 fn suggestion(s: &Option<String>) -> String {
@@ -228,6 +240,7 @@ mod tests {
             PolicyErrorKind::InvalidId(_) => "InvalidId",
             PolicyErrorKind::UnknownTenant(_) => "UnknownTenant",
             PolicyErrorKind::MisplacedFile(_) => "MisplacedFile",
+            PolicyErrorKind::ReservedPermission { .. } => "ReservedPermission",
         }
     }
 
@@ -279,6 +292,10 @@ mod tests {
             PolicyErrorKind::InvalidId(s()),
             PolicyErrorKind::UnknownTenant(s()),
             PolicyErrorKind::MisplacedFile(s()),
+            PolicyErrorKind::ReservedPermission {
+                role: s(),
+                pattern: s(),
+            },
         ]
     }
 
@@ -294,7 +311,7 @@ mod tests {
         let kinds = all_kinds();
         let mut names: Vec<&str> = kinds.iter().map(kind_name).collect();
         names.dedup();
-        assert_eq!(names.len(), 15, "every variant once in all_kinds()");
+        assert_eq!(names.len(), 16, "every variant once in all_kinds()");
         for name in names {
             assert!(
                 catalogue.contains(&format!("| `{name}` |")),
