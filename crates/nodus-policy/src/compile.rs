@@ -10,7 +10,7 @@ use crate::ids::{ActorId, TenantId};
 use crate::label::LabelScheme;
 use crate::schema::Schema;
 use crate::snapshot::is_reserved_permission;
-use crate::source::{Doc, PolicySources, Raw, RawKind, parse_doc};
+use crate::source::{Doc, PolicySources, Raw, RawKind, TenantSources, parse_doc};
 use crate::value::{Layer, Scope, Value, ValueType};
 
 /// Where an effective value came from.
@@ -33,7 +33,7 @@ pub(crate) struct LayerValues {
 pub(crate) type Effective = BTreeMap<String, (Value, Provenance)>;
 
 /// A validated, merged policy.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Compiled {
     pub(crate) schema: Arc<Schema>,
     pub(crate) scheme: LabelScheme,
@@ -294,11 +294,8 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
 
     let mut tenants = BTreeMap::new();
     for (tenant, doc) in &sources.tenants {
-        let pairs = cx.flatten(doc, Layer::Tenant);
-        let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(&scheme), &[]);
-        check_locks(&mut cx, doc, Layer::Tenant, &pairs);
-        let effective = overlay(&system_effective, Layer::Tenant, &values);
-        tenants.insert(tenant.clone(), (values, Arc::new(effective)));
+        let entry = check_tenant(&mut cx, doc, &scheme, &system_effective);
+        tenants.insert(tenant.clone(), entry);
     }
 
     let mut users = BTreeMap::new();
@@ -313,9 +310,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
             );
             continue;
         };
-        let locked = strings_of(tenant_eff, "policy.lock");
-        let pairs = cx.flatten(doc, Layer::User);
-        let values = cx.check_layer(doc, Layer::User, &pairs, Some(&scheme), &locked);
+        let values = check_user(&mut cx, doc, &scheme, tenant_eff);
         users.insert((tenant.clone(), actor.clone()), values);
     }
 
@@ -328,6 +323,70 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         system,
         system_effective: Arc::new(system_effective),
         tenants,
+        users,
+    })
+}
+
+/// Validates a tenant document against the system layer: its values and its effective policy.
+fn check_tenant(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    scheme: &LabelScheme,
+    system_effective: &Effective,
+) -> (LayerValues, Arc<Effective>) {
+    let pairs = cx.flatten(doc, Layer::Tenant);
+    let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(scheme), &[]);
+    check_locks(cx, doc, Layer::Tenant, &pairs);
+    let effective = overlay(system_effective, Layer::Tenant, &values);
+    (values, Arc::new(effective))
+}
+
+/// Validates a user document against its tenant's effective policy (and its locks).
+fn check_user(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    scheme: &LabelScheme,
+    tenant_effective: &Effective,
+) -> LayerValues {
+    let locked = strings_of(tenant_effective, "policy.lock");
+    let pairs = cx.flatten(doc, Layer::User);
+    cx.check_layer(doc, Layer::User, &pairs, Some(scheme), &locked)
+}
+
+/// One tenant's layer, validated and merged against an already compiled policy's schema, label
+/// scheme and system layer.
+pub(crate) struct CompiledTenant {
+    pub(crate) values: LayerValues,
+    pub(crate) effective: Arc<Effective>,
+    pub(crate) users: BTreeMap<ActorId, LayerValues>,
+}
+
+/// Validates one tenant's documents against `base` (the loaded schema, label scheme and system
+/// layer). Only these documents' problems are reported; a tenant file that could not be read is
+/// reported alone (its users are not checked against a tenant layer that does not exist).
+pub(crate) fn compile_tenant(
+    base: &Compiled,
+    sources: &TenantSources,
+) -> Result<CompiledTenant, PolicyErrors> {
+    let mut cx = Ctx {
+        schema: &base.schema,
+        errors: sources.read_errors.clone(),
+    };
+    let Some(doc) = &sources.doc else {
+        return Err(PolicyErrors(cx.errors));
+    };
+    let (values, effective) = check_tenant(&mut cx, doc, &base.scheme, &base.system_effective);
+    let mut users = BTreeMap::new();
+    for (actor, udoc) in &sources.users {
+        let v = check_user(&mut cx, udoc, &base.scheme, &effective);
+        users.insert(actor.clone(), v);
+    }
+    if !cx.errors.is_empty() {
+        return Err(PolicyErrors(cx.errors));
+    }
+    Ok(CompiledTenant {
+        values,
+        effective,
         users,
     })
 }

@@ -88,6 +88,11 @@ pub enum PolicyErrorKind {
         /// The permission pattern.
         pattern: String,
     },
+    /// A tenant-scoped reload that cannot be done in a tenant's scope: the tenant has no policy
+    /// loaded (adding a tenant takes a full reload), its tenant file is missing (removing a tenant
+    /// takes a full reload), or the sources were read for another tenant.
+    #[error("tenant-scoped reload refused: {0}")]
+    TenantReloadRefused(String),
 }
 
 fn suggestion(s: &Option<String>) -> String {
@@ -241,6 +246,7 @@ mod tests {
             PolicyErrorKind::UnknownTenant(_) => "UnknownTenant",
             PolicyErrorKind::MisplacedFile(_) => "MisplacedFile",
             PolicyErrorKind::ReservedPermission { .. } => "ReservedPermission",
+            PolicyErrorKind::TenantReloadRefused(_) => "TenantReloadRefused",
         }
     }
 
@@ -296,6 +302,7 @@ mod tests {
                 role: s(),
                 pattern: s(),
             },
+            PolicyErrorKind::TenantReloadRefused(s()),
         ]
     }
 
@@ -311,7 +318,7 @@ mod tests {
         let kinds = all_kinds();
         let mut names: Vec<&str> = kinds.iter().map(kind_name).collect();
         names.dedup();
-        assert_eq!(names.len(), 16, "every variant once in all_kinds()");
+        assert_eq!(names.len(), 17, "every variant once in all_kinds()");
         for name in names {
             assert!(
                 catalogue.contains(&format!("| `{name}` |")),

@@ -17,7 +17,7 @@ pub use ids::{ActorId, IdError, TenantId};
 pub use label::{Label, LabelError, LabelScheme, SchemeId};
 pub use schema::{BUILTIN_SCHEMA, KeySpec, Schema};
 pub use snapshot::{PolicySnapshot, RESERVED_PERMISSION_PREFIX, WriteRule, is_reserved_permission};
-pub use source::PolicySources;
+pub use source::{PolicySources, TenantSources};
 pub use store::{
     Explanation, KeyChange, LayerValue, PolicyStore, PolicyWatcher, ReloadReport, StoreOptions,
     TenantHandle,

@@ -214,23 +214,147 @@ impl PolicySources {
                     continue;
                 }
             };
-            for (stem, rel) in toml_files(&users_dir.join(&tdir), &base) {
-                match ActorId::new(&stem) {
-                    Ok(a) => {
-                        if let Some(text) = read(rel.clone(), Layer::User, &mut s) {
-                            s = s.with_user(tenant.clone(), a, &rel, &text);
-                        }
-                    }
-                    Err(e) => s.read_errors.push(PolicyError {
-                        file: rel,
-                        layer: Layer::User,
-                        key: None,
-                        line: None,
-                        kind: PolicyErrorKind::InvalidId(e.to_string()),
-                    }),
-                }
+            for (actor, rel, text) in read_users(dir, &tname, &mut s.read_errors) {
+                s = s.with_user(tenant.clone(), actor, &rel, &text);
             }
         }
+        Ok(s)
+    }
+}
+
+/// Reads `users/<tenant>/*.toml` under `dir`: `(actor, relative path, text)` of each readable file
+/// with a valid actor id; every other problem goes to `errors`.
+fn read_users(
+    dir: &Path,
+    tenant_name: &str,
+    errors: &mut Vec<PolicyError>,
+) -> Vec<(ActorId, String, String)> {
+    let base = format!("users/{tenant_name}");
+    let mut out = Vec::new();
+    for (stem, rel) in toml_files(&dir.join(&base), &base) {
+        match ActorId::new(&stem) {
+            Ok(a) => match read_file(dir, &rel, Layer::User) {
+                Ok(text) => out.push((a, rel, text)),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(PolicyError {
+                file: rel,
+                layer: Layer::User,
+                key: None,
+                line: None,
+                kind: PolicyErrorKind::InvalidId(e.to_string()),
+            }),
+        }
+    }
+    out
+}
+
+/// Reads one policy file, `rel` (relative to `dir`, and named so in errors).
+fn read_file(dir: &Path, rel: &str, layer: Layer) -> Result<String, PolicyError> {
+    std::fs::read_to_string(dir.join(rel)).map_err(|e| PolicyError {
+        file: rel.to_owned(),
+        layer,
+        key: None,
+        line: None,
+        kind: PolicyErrorKind::Io(e.to_string()),
+    })
+}
+
+/// One tenant's documents — its tenant file and its users' files — for
+/// [`PolicyStore::reload_tenant`](crate::PolicyStore::reload_tenant), which validates them against
+/// the system layer and schema the store has loaded. Build it from a policy directory
+/// ([`TenantSources::from_dir`], which reads only this tenant's files) or from strings.
+///
+/// ```
+/// use nodus_policy::{ActorId, TenantId, TenantSources};
+/// let acme = TenantId::new("acme").unwrap();
+/// let sources = TenantSources::new(acme.clone())
+///     .with_tenant_file("tenants/acme.toml", "[observability]\nsampling_rate = 0.2\n")
+///     .with_user(ActorId::new("alice").unwrap(), "users/acme/alice.toml", "");
+/// assert_eq!(sources.tenant(), &acme);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantSources {
+    pub(crate) tenant: TenantId,
+    pub(crate) doc: Option<Doc>,
+    pub(crate) users: Vec<(ActorId, Doc)>,
+    /// Problems found while reading, reported with validation.
+    pub(crate) read_errors: Vec<PolicyError>,
+}
+
+impl TenantSources {
+    /// No documents yet for `tenant` (a tenant-scoped reload of it refuses until its tenant file is
+    /// set: removing a tenant takes a full reload).
+    pub fn new(tenant: TenantId) -> Self {
+        TenantSources {
+            tenant,
+            doc: None,
+            users: Vec::new(),
+            read_errors: Vec::new(),
+        }
+    }
+
+    /// The tenant these documents belong to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// Sets the tenant document.
+    pub fn with_tenant_file(mut self, file_name: &str, toml: &str) -> Self {
+        self.doc = Some(Doc {
+            file: file_name.to_owned(),
+            text: toml.to_owned(),
+        });
+        self
+    }
+
+    /// Adds (or replaces) a user document of this tenant.
+    pub fn with_user(mut self, actor: ActorId, file_name: &str, toml: &str) -> Self {
+        self.users.retain(|(a, _)| *a != actor);
+        self.users.push((
+            actor,
+            Doc {
+                file: file_name.to_owned(),
+                text: toml.to_owned(),
+            },
+        ));
+        self
+    }
+
+    /// Reads `tenants/<tenant>.toml` and `users/<tenant>/*.toml` from a policy directory (layout in
+    /// the module docs) and nothing else: no other tenant's file is listed, opened or parsed, and
+    /// neither are `system.toml` and `schema.toml`. A missing tenant file leaves the tenant
+    /// document unset; a file that cannot be read or a user file name that is not a valid id is
+    /// reported when the sources are validated.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] when `dir` itself cannot be read.
+    pub fn from_dir(dir: impl AsRef<Path>, tenant: &TenantId) -> Result<Self, PolicyErrors> {
+        let dir = dir.as_ref();
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(PolicyError {
+                file: dir.display().to_string(),
+                layer: Layer::Tenant,
+                key: None,
+                line: None,
+                kind: PolicyErrorKind::Io(e.to_string()),
+            }
+            .into());
+        }
+        let mut s = TenantSources::new(tenant.clone());
+        let rel = format!("tenants/{tenant}.toml");
+        let path = dir.join(&rel);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            match read_file(dir, &rel, Layer::Tenant) {
+                Ok(text) => s = s.with_tenant_file(&rel, &text),
+                Err(e) => s.read_errors.push(e),
+            }
+        }
+        let mut errors = Vec::new();
+        for (actor, rel, text) in read_users(dir, tenant.as_str(), &mut errors) {
+            s = s.with_user(actor, &rel, &text);
+        }
+        s.read_errors.extend(errors);
         Ok(s)
     }
 }
