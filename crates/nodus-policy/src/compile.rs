@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
+use crate::error::{MAX_REPORTED_PROBLEMS, PolicyError, PolicyErrorKind, PolicyErrors};
 use crate::ids::{ActorId, TenantId};
-use crate::label::LabelScheme;
+use crate::label::{LabelError, LabelScheme};
 use crate::schema::Schema;
 use crate::snapshot::is_reserved_permission;
 use crate::source::{Doc, PolicySources, Raw, RawKind, TenantSources, parse_doc};
@@ -96,19 +96,28 @@ impl Ctx<'_> {
             };
             if self.schema.get(&path).is_some() {
                 out.push((path, raw));
-            } else if let (RawKind::Table(inner), true) = (&raw.kind, self.schema.is_section(&path))
-            {
-                let inner = inner.clone();
-                self.walk(doc, layer, &path, inner, out);
-            } else {
-                let hint = self.schema.suggest(&path);
-                self.err(
-                    &doc.file,
-                    layer,
-                    Some(&path),
-                    Some(raw.line),
-                    PolicyErrorKind::UnknownKey(hint),
-                );
+                continue;
+            }
+            let line = raw.line;
+            match raw.kind {
+                RawKind::Table(inner) if self.schema.is_section(&path) => {
+                    self.walk(doc, layer, &path, inner, out);
+                }
+                _ => {
+                    // Suggestions cost a pass over the schema: only for problems that are listed.
+                    let hint = if self.errors.len() < MAX_REPORTED_PROBLEMS {
+                        self.schema.suggest(&path)
+                    } else {
+                        None
+                    };
+                    self.err(
+                        &doc.file,
+                        layer,
+                        Some(&path),
+                        Some(line),
+                        PolicyErrorKind::UnknownKey(hint),
+                    );
+                }
             }
         }
     }
@@ -253,25 +262,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         );
     }
     let pre = overlay(&defaults, Layer::System, &unlabelled);
-    let levels = strings_of(&pre, "mac.levels");
-    let compartments = strings_of(&pre, "mac.compartments");
-    let scheme = match LabelScheme::new(&levels, &compartments) {
-        Ok(s) => s,
-        Err(e) => {
-            let line = system_pairs
-                .iter()
-                .find(|(k, _)| k.starts_with("mac."))
-                .map(|(_, r)| r.line);
-            cx.err(
-                &system_doc.file,
-                Layer::System,
-                Some("mac.levels"),
-                line,
-                PolicyErrorKind::InvalidLabel(e.to_string()),
-            );
-            LabelScheme::default()
-        }
-    };
+    let scheme = label_scheme(&mut cx, system_doc, &system_pairs, &pre);
     // Labels are checked now that the scheme is known. Only labels that passed the first pass are
     // checked again: a problem the first pass found is already reported, once.
     let label_pairs: Vec<(String, Raw)> = system_pairs
@@ -293,13 +284,23 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
     let system_effective = overlay(&defaults, Layer::System, &system);
 
     let mut tenants = BTreeMap::new();
-    for (tenant, doc) in &sources.tenants {
+    let mut users = BTreeMap::new();
+    // A base that could not be read is reported on its own: checking every tenant and user against
+    // a schema or system layer that is not the real one would bury it under follow-on errors.
+    let (tenant_docs, user_docs) = if sources.base_unreadable {
+        (&[][..], &[][..])
+    } else {
+        (&sources.tenants[..], &sources.users[..])
+    };
+    for (tenant, doc) in tenant_docs {
         let entry = check_tenant(&mut cx, doc, &scheme, &system_effective);
         tenants.insert(tenant.clone(), entry);
     }
-
-    let mut users = BTreeMap::new();
-    for (tenant, actor, doc) in &sources.users {
+    for (tenant, actor, doc) in user_docs {
+        if sources.unreadable_tenants.contains(tenant) {
+            // The tenant file's own error says it all; its users are checked once it reads.
+            continue;
+        }
         let Some((_, tenant_eff)) = tenants.get(tenant) else {
             cx.err(
                 &doc.file,
@@ -315,7 +316,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
     }
 
     if !cx.errors.is_empty() {
-        return Err(PolicyErrors(cx.errors));
+        return Err(PolicyErrors::new(cx.errors));
     }
     Ok(Compiled {
         schema: Arc::new(schema),
@@ -325,6 +326,79 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         tenants,
         users,
     })
+}
+
+/// The label scheme from `mac.levels` and `mac.compartments` (defaults ⊕ the system layer,
+/// `pre`). A problem names the key at fault, at its line: `mac.levels` for the levels,
+/// `mac.compartments` for the compartments (a duplicate of a level name included). A scheme under
+/// which a label default of the schema does not parse is an error too: at the system layer's
+/// `mac.*` key when the system layer sets the scheme, at the schema's key otherwise.
+fn label_scheme(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    pairs: &[(String, Raw)],
+    pre: &Effective,
+) -> LabelScheme {
+    let line_of = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, r)| r.line);
+    let levels = strings_of(pre, "mac.levels");
+    let compartments = strings_of(pre, "mac.compartments");
+    let no_compartments: [&str; 0] = [];
+    let scheme = LabelScheme::new(&levels, no_compartments)
+        .map_err(|e| ("mac.levels", e))
+        .and_then(|_| {
+            LabelScheme::new(&levels, &compartments).map_err(|e| ("mac.compartments", e))
+        });
+    let scheme = match scheme {
+        Ok(s) => s,
+        Err((key, e)) => {
+            cx.err(
+                &doc.file,
+                Layer::System,
+                Some(key),
+                line_of(key),
+                PolicyErrorKind::InvalidLabel(e.to_string()),
+            );
+            return LabelScheme::default();
+        }
+    };
+    let schema = cx.schema;
+    for spec in schema.keys() {
+        let (ValueType::Label, Some(Value::Label(d))) = (spec.ty, &spec.default) else {
+            continue;
+        };
+        let Err(e) = scheme.parse(d) else {
+            continue;
+        };
+        let declared = schema.file_of(&spec.key).unwrap_or("the built-in schema");
+        let at_fault = match e {
+            LabelError::UnknownCompartment(_) => ["mac.compartments", "mac.levels"],
+            _ => ["mac.levels", "mac.compartments"],
+        }
+        .into_iter()
+        .find_map(|k| line_of(k).map(|l| (k, l)));
+        match at_fault {
+            Some((key, line)) => cx.err(
+                &doc.file,
+                Layer::System,
+                Some(key),
+                Some(line),
+                PolicyErrorKind::InvalidLabel(format!(
+                    "the default `{d}` of `{}` (declared in {declared}) does not parse under this scheme: {e}",
+                    spec.key
+                )),
+            ),
+            None => cx.err(
+                declared,
+                Layer::Default,
+                Some(&spec.key),
+                schema.line_of(&spec.key),
+                PolicyErrorKind::InvalidSchema(format!(
+                    "invalid default: invalid label: `{d}`: {e} (under the default label scheme)"
+                )),
+            ),
+        }
+    }
+    scheme
 }
 
 /// Validates a tenant document against the system layer: its values and its effective policy.
@@ -373,7 +447,7 @@ pub(crate) fn compile_tenant(
         errors: sources.read_errors.clone(),
     };
     let Some(doc) = &sources.doc else {
-        return Err(PolicyErrors(cx.errors));
+        return Err(PolicyErrors::new(cx.errors));
     };
     let (values, effective) = check_tenant(&mut cx, doc, &base.scheme, &base.system_effective);
     let mut users = BTreeMap::new();
@@ -382,7 +456,7 @@ pub(crate) fn compile_tenant(
         users.insert(actor.clone(), v);
     }
     if !cx.errors.is_empty() {
-        return Err(PolicyErrors(cx.errors));
+        return Err(PolicyErrors::new(cx.errors));
     }
     Ok(CompiledTenant {
         values,
