@@ -45,7 +45,10 @@ pub(crate) struct Compiled {
 
 struct Ctx<'a> {
     schema: &'a Schema,
+    /// The problems listed so far (at most `MAX_REPORTED_PROBLEMS` pushed through `err`).
     errors: Vec<PolicyError>,
+    /// Problems found beyond the listed ones: counted, not built.
+    unlisted: usize,
 }
 
 impl Ctx<'_> {
@@ -57,6 +60,10 @@ impl Ctx<'_> {
         line: Option<u32>,
         kind: PolicyErrorKind,
     ) {
+        if self.errors.len() >= MAX_REPORTED_PROBLEMS {
+            self.unlisted += 1;
+            return;
+        }
         self.errors.push(PolicyError {
             file: file.to_owned(),
             layer,
@@ -66,12 +73,29 @@ impl Ctx<'_> {
         });
     }
 
+    fn push(&mut self, e: PolicyError) {
+        if self.errors.len() >= MAX_REPORTED_PROBLEMS {
+            self.unlisted += 1;
+        } else {
+            self.errors.push(e);
+        }
+    }
+
+    /// Every problem found, listed or counted.
+    fn into_errors(self) -> PolicyErrors {
+        PolicyErrors::with_unlisted(self.errors, self.unlisted)
+    }
+
+    fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.unlisted == 0
+    }
+
     /// Flattens a document to `(dotted key, raw value)` pairs, reporting unknown keys.
     fn flatten(&mut self, doc: &Doc, layer: Layer) -> Vec<(String, Raw)> {
         let table = match parse_doc(doc, layer) {
             Ok(t) => t,
             Err(e) => {
-                self.errors.push(e);
+                self.push(e);
                 return Vec::new();
             }
         };
@@ -238,6 +262,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
     let mut cx = Ctx {
         schema: &schema,
         errors,
+        unlisted: 0,
     };
     let empty = Doc {
         file: "system.toml".into(),
@@ -315,8 +340,8 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         users.insert((tenant.clone(), actor.clone()), values);
     }
 
-    if !cx.errors.is_empty() {
-        return Err(PolicyErrors::new(cx.errors));
+    if !cx.is_clean() {
+        return Err(cx.into_errors());
     }
     Ok(Compiled {
         schema: Arc::new(schema),
@@ -445,9 +470,10 @@ pub(crate) fn compile_tenant(
     let mut cx = Ctx {
         schema: &base.schema,
         errors: sources.read_errors.clone(),
+        unlisted: 0,
     };
     let Some(doc) = &sources.doc else {
-        return Err(PolicyErrors::new(cx.errors));
+        return Err(cx.into_errors());
     };
     let (values, effective) = check_tenant(&mut cx, doc, &base.scheme, &base.system_effective);
     let mut users = BTreeMap::new();
@@ -455,8 +481,8 @@ pub(crate) fn compile_tenant(
         let v = check_user(&mut cx, udoc, &base.scheme, &effective);
         users.insert(actor.clone(), v);
     }
-    if !cx.errors.is_empty() {
-        return Err(PolicyErrors::new(cx.errors));
+    if !cx.is_clean() {
+        return Err(cx.into_errors());
     }
     Ok(CompiledTenant {
         values,

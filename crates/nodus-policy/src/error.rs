@@ -177,6 +177,14 @@ impl PolicyErrors {
         PolicyErrors { errors, total }
     }
 
+    /// `errors` (only the first [`MAX_REPORTED_PROBLEMS`] kept) and `unlisted` more, counted but
+    /// not built.
+    pub(crate) fn with_unlisted(errors: Vec<PolicyError>, unlisted: usize) -> Self {
+        let mut e = PolicyErrors::new(errors);
+        e.total = e.total.saturating_add(unlisted);
+        e
+    }
+
     /// The problems listed (at most [`MAX_REPORTED_PROBLEMS`]), in file order.
     pub fn errors(&self) -> &[PolicyError] {
         &self.errors
