@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::error::{PolicyError, PolicyErrorKind, PolicyErrors};
+use crate::error::{MAX_REPORTED_PROBLEMS, PolicyError, PolicyErrorKind, PolicyErrors};
 use crate::ids::{ActorId, TenantId};
-use crate::label::LabelScheme;
+use crate::label::{LabelError, LabelScheme};
 use crate::schema::Schema;
-use crate::source::{Doc, PolicySources, Raw, RawKind, parse_doc};
+use crate::snapshot::is_reserved_permission;
+use crate::source::{Doc, PolicySources, Raw, RawKind, TenantSources, parse_doc};
 use crate::value::{Layer, Scope, Value, ValueType};
 
 /// Where an effective value came from.
@@ -32,7 +33,7 @@ pub(crate) struct LayerValues {
 pub(crate) type Effective = BTreeMap<String, (Value, Provenance)>;
 
 /// A validated, merged policy.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Compiled {
     pub(crate) schema: Arc<Schema>,
     pub(crate) scheme: LabelScheme,
@@ -44,7 +45,10 @@ pub(crate) struct Compiled {
 
 struct Ctx<'a> {
     schema: &'a Schema,
+    /// The problems listed so far (at most `MAX_REPORTED_PROBLEMS` pushed through `err`).
     errors: Vec<PolicyError>,
+    /// Problems found beyond the listed ones: counted, not built.
+    unlisted: usize,
 }
 
 impl Ctx<'_> {
@@ -56,6 +60,10 @@ impl Ctx<'_> {
         line: Option<u32>,
         kind: PolicyErrorKind,
     ) {
+        if self.errors.len() >= MAX_REPORTED_PROBLEMS {
+            self.unlisted += 1;
+            return;
+        }
         self.errors.push(PolicyError {
             file: file.to_owned(),
             layer,
@@ -65,12 +73,29 @@ impl Ctx<'_> {
         });
     }
 
+    fn push(&mut self, e: PolicyError) {
+        if self.errors.len() >= MAX_REPORTED_PROBLEMS {
+            self.unlisted += 1;
+        } else {
+            self.errors.push(e);
+        }
+    }
+
+    /// Every problem found, listed or counted.
+    fn into_errors(self) -> PolicyErrors {
+        PolicyErrors::with_unlisted(self.errors, self.unlisted)
+    }
+
+    fn is_clean(&self) -> bool {
+        self.errors.is_empty() && self.unlisted == 0
+    }
+
     /// Flattens a document to `(dotted key, raw value)` pairs, reporting unknown keys.
     fn flatten(&mut self, doc: &Doc, layer: Layer) -> Vec<(String, Raw)> {
         let table = match parse_doc(doc, layer) {
             Ok(t) => t,
             Err(e) => {
-                self.errors.push(e);
+                self.push(e);
                 return Vec::new();
             }
         };
@@ -95,19 +120,28 @@ impl Ctx<'_> {
             };
             if self.schema.get(&path).is_some() {
                 out.push((path, raw));
-            } else if let (RawKind::Table(inner), true) = (&raw.kind, self.schema.is_section(&path))
-            {
-                let inner = inner.clone();
-                self.walk(doc, layer, &path, inner, out);
-            } else {
-                let hint = self.schema.suggest(&path);
-                self.err(
-                    &doc.file,
-                    layer,
-                    Some(&path),
-                    Some(raw.line),
-                    PolicyErrorKind::UnknownKey(hint),
-                );
+                continue;
+            }
+            let line = raw.line;
+            match raw.kind {
+                RawKind::Table(inner) if self.schema.is_section(&path) => {
+                    self.walk(doc, layer, &path, inner, out);
+                }
+                _ => {
+                    // Suggestions cost a pass over the schema: only for problems that are listed.
+                    let hint = if self.errors.len() < MAX_REPORTED_PROBLEMS {
+                        self.schema.suggest(&path)
+                    } else {
+                        None
+                    };
+                    self.err(
+                        &doc.file,
+                        layer,
+                        Some(&path),
+                        Some(line),
+                        PolicyErrorKind::UnknownKey(hint),
+                    );
+                }
             }
         }
     }
@@ -146,6 +180,9 @@ impl Ctx<'_> {
                 );
                 continue;
             }
+            if layer != Layer::System && spec.ty == ValueType::RoleMap {
+                self.check_reserved(doc, layer, key, raw);
+            }
             match spec.check(raw, scheme) {
                 Ok(v) => {
                     values.insert(key.clone(), v);
@@ -156,6 +193,37 @@ impl Ctx<'_> {
         LayerValues {
             file: doc.file.clone(),
             values,
+        }
+    }
+}
+
+impl Ctx<'_> {
+    /// A tenant or user layer's role map may not name a reserved permission: one error per
+    /// pattern, at the pattern's line.
+    fn check_reserved(&mut self, doc: &Doc, layer: Layer, key: &str, raw: &Raw) {
+        let RawKind::Table(roles) = &raw.kind else {
+            return;
+        };
+        for (role, perms) in roles {
+            let RawKind::Array(items) = &perms.kind else {
+                continue;
+            };
+            for item in items {
+                if let RawKind::Str(p) = &item.kind
+                    && is_reserved_permission(p)
+                {
+                    self.err(
+                        &doc.file,
+                        layer,
+                        Some(key),
+                        Some(item.line),
+                        PolicyErrorKind::ReservedPermission {
+                            role: role.clone(),
+                            pattern: p.clone(),
+                        },
+                    );
+                }
+            }
         }
     }
 }
@@ -194,6 +262,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
     let mut cx = Ctx {
         schema: &schema,
         errors,
+        unlisted: 0,
     };
     let empty = Doc {
         file: "system.toml".into(),
@@ -218,25 +287,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         );
     }
     let pre = overlay(&defaults, Layer::System, &unlabelled);
-    let levels = strings_of(&pre, "mac.levels");
-    let compartments = strings_of(&pre, "mac.compartments");
-    let scheme = match LabelScheme::new(&levels, &compartments) {
-        Ok(s) => s,
-        Err(e) => {
-            let line = system_pairs
-                .iter()
-                .find(|(k, _)| k.starts_with("mac."))
-                .map(|(_, r)| r.line);
-            cx.err(
-                &system_doc.file,
-                Layer::System,
-                Some("mac.levels"),
-                line,
-                PolicyErrorKind::InvalidLabel(e.to_string()),
-            );
-            LabelScheme::default()
-        }
-    };
+    let scheme = label_scheme(&mut cx, system_doc, &system_pairs, &pre);
     // Labels are checked now that the scheme is known. Only labels that passed the first pass are
     // checked again: a problem the first pass found is already reported, once.
     let label_pairs: Vec<(String, Raw)> = system_pairs
@@ -258,16 +309,23 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
     let system_effective = overlay(&defaults, Layer::System, &system);
 
     let mut tenants = BTreeMap::new();
-    for (tenant, doc) in &sources.tenants {
-        let pairs = cx.flatten(doc, Layer::Tenant);
-        let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(&scheme), &[]);
-        check_locks(&mut cx, doc, Layer::Tenant, &pairs);
-        let effective = overlay(&system_effective, Layer::Tenant, &values);
-        tenants.insert(tenant.clone(), (values, Arc::new(effective)));
-    }
-
     let mut users = BTreeMap::new();
-    for (tenant, actor, doc) in &sources.users {
+    // A base that could not be read is reported on its own: checking every tenant and user against
+    // a schema or system layer that is not the real one would bury it under follow-on errors.
+    let (tenant_docs, user_docs) = if sources.base_unreadable {
+        (&[][..], &[][..])
+    } else {
+        (&sources.tenants[..], &sources.users[..])
+    };
+    for (tenant, doc) in tenant_docs {
+        let entry = check_tenant(&mut cx, doc, &scheme, &system_effective);
+        tenants.insert(tenant.clone(), entry);
+    }
+    for (tenant, actor, doc) in user_docs {
+        if sources.unreadable_tenants.contains(tenant) {
+            // The tenant file's own error says it all; its users are checked once it reads.
+            continue;
+        }
         let Some((_, tenant_eff)) = tenants.get(tenant) else {
             cx.err(
                 &doc.file,
@@ -278,14 +336,12 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
             );
             continue;
         };
-        let locked = strings_of(tenant_eff, "policy.lock");
-        let pairs = cx.flatten(doc, Layer::User);
-        let values = cx.check_layer(doc, Layer::User, &pairs, Some(&scheme), &locked);
+        let values = check_user(&mut cx, doc, &scheme, tenant_eff);
         users.insert((tenant.clone(), actor.clone()), values);
     }
 
-    if !cx.errors.is_empty() {
-        return Err(PolicyErrors(cx.errors));
+    if !cx.is_clean() {
+        return Err(cx.into_errors());
     }
     Ok(Compiled {
         schema: Arc::new(schema),
@@ -293,6 +349,144 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         system,
         system_effective: Arc::new(system_effective),
         tenants,
+        users,
+    })
+}
+
+/// The label scheme from `mac.levels` and `mac.compartments` (defaults ⊕ the system layer,
+/// `pre`). A problem names the key at fault, at its line: `mac.levels` for the levels,
+/// `mac.compartments` for the compartments (a duplicate of a level name included). A scheme under
+/// which a label default of the schema does not parse is an error too: at the system layer's
+/// `mac.*` key when the system layer sets the scheme, at the schema's key otherwise.
+fn label_scheme(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    pairs: &[(String, Raw)],
+    pre: &Effective,
+) -> LabelScheme {
+    let line_of = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, r)| r.line);
+    let levels = strings_of(pre, "mac.levels");
+    let compartments = strings_of(pre, "mac.compartments");
+    let no_compartments: [&str; 0] = [];
+    let scheme = LabelScheme::new(&levels, no_compartments)
+        .map_err(|e| ("mac.levels", e))
+        .and_then(|_| {
+            LabelScheme::new(&levels, &compartments).map_err(|e| ("mac.compartments", e))
+        });
+    let scheme = match scheme {
+        Ok(s) => s,
+        Err((key, e)) => {
+            cx.err(
+                &doc.file,
+                Layer::System,
+                Some(key),
+                line_of(key),
+                PolicyErrorKind::InvalidLabel(e.to_string()),
+            );
+            return LabelScheme::default();
+        }
+    };
+    let schema = cx.schema;
+    for spec in schema.keys() {
+        let (ValueType::Label, Some(Value::Label(d))) = (spec.ty, &spec.default) else {
+            continue;
+        };
+        let Err(e) = scheme.parse(d) else {
+            continue;
+        };
+        let declared = schema.file_of(&spec.key).unwrap_or("the built-in schema");
+        let at_fault = match e {
+            LabelError::UnknownCompartment(_) => ["mac.compartments", "mac.levels"],
+            _ => ["mac.levels", "mac.compartments"],
+        }
+        .into_iter()
+        .find_map(|k| line_of(k).map(|l| (k, l)));
+        match at_fault {
+            Some((key, line)) => cx.err(
+                &doc.file,
+                Layer::System,
+                Some(key),
+                Some(line),
+                PolicyErrorKind::InvalidLabel(format!(
+                    "the default `{d}` of `{}` (declared in {declared}) does not parse under this scheme: {e}",
+                    spec.key
+                )),
+            ),
+            None => cx.err(
+                declared,
+                Layer::Default,
+                Some(&spec.key),
+                schema.line_of(&spec.key),
+                PolicyErrorKind::InvalidSchema(format!(
+                    "invalid default: invalid label: `{d}`: {e} (under the default label scheme)"
+                )),
+            ),
+        }
+    }
+    scheme
+}
+
+/// Validates a tenant document against the system layer: its values and its effective policy.
+fn check_tenant(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    scheme: &LabelScheme,
+    system_effective: &Effective,
+) -> (LayerValues, Arc<Effective>) {
+    let pairs = cx.flatten(doc, Layer::Tenant);
+    let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(scheme), &[]);
+    check_locks(cx, doc, Layer::Tenant, &pairs);
+    let effective = overlay(system_effective, Layer::Tenant, &values);
+    (values, Arc::new(effective))
+}
+
+/// Validates a user document against its tenant's effective policy (and its locks).
+fn check_user(
+    cx: &mut Ctx<'_>,
+    doc: &Doc,
+    scheme: &LabelScheme,
+    tenant_effective: &Effective,
+) -> LayerValues {
+    let locked = strings_of(tenant_effective, "policy.lock");
+    let pairs = cx.flatten(doc, Layer::User);
+    cx.check_layer(doc, Layer::User, &pairs, Some(scheme), &locked)
+}
+
+/// One tenant's layer, validated and merged against an already compiled policy's schema, label
+/// scheme and system layer.
+pub(crate) struct CompiledTenant {
+    pub(crate) values: LayerValues,
+    pub(crate) effective: Arc<Effective>,
+    pub(crate) users: BTreeMap<ActorId, LayerValues>,
+}
+
+/// Validates one tenant's documents against `base` (the loaded schema, label scheme and system
+/// layer). Only these documents' problems are reported; a tenant file that could not be read is
+/// reported alone (its users are not checked against a tenant layer that does not exist).
+pub(crate) fn compile_tenant(
+    base: &Compiled,
+    sources: &TenantSources,
+) -> Result<CompiledTenant, PolicyErrors> {
+    let mut cx = Ctx {
+        schema: &base.schema,
+        errors: sources.read_errors.clone(),
+        unlisted: 0,
+    };
+    let Some(doc) = &sources.doc else {
+        return Err(cx.into_errors());
+    };
+    let (values, effective) = check_tenant(&mut cx, doc, &base.scheme, &base.system_effective);
+    let mut users = BTreeMap::new();
+    for (actor, udoc) in &sources.users {
+        let v = check_user(&mut cx, udoc, &base.scheme, &effective);
+        users.insert(actor.clone(), v);
+    }
+    if !cx.is_clean() {
+        return Err(cx.into_errors());
+    }
+    Ok(CompiledTenant {
+        values,
+        effective,
         users,
     })
 }

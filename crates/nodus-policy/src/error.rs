@@ -76,6 +76,36 @@ pub enum PolicyErrorKind {
     /// A `.toml` file in a policy directory outside the layout, which would otherwise be ignored.
     #[error("not part of the policy layout: {0}")]
     MisplacedFile(String),
+    /// A tenant or user layer grants a permission reserved to the system layer (a permission under
+    /// [`RESERVED_PERMISSION_PREFIX`](crate::RESERVED_PERMISSION_PREFIX), or a pattern naming
+    /// such permissions).
+    #[error(
+        "role `{role}` grants `{pattern}`: permissions under `system.` can be granted only by the system layer"
+    )]
+    ReservedPermission {
+        /// The role.
+        role: String,
+        /// The permission pattern.
+        pattern: String,
+    },
+    /// A path that must be a regular file is not one: a directory, a symbolic link that cannot be
+    /// followed (dangling, or a loop), a FIFO, socket or device — or `tenants`/`users` is not a
+    /// directory.
+    #[error("wrong file type: {0}")]
+    NotAFile(String),
+    /// The file is not UTF-8 text (the error's line is the line of the first invalid byte).
+    #[error("not valid UTF-8: policy files are UTF-8 text")]
+    NotUtf8,
+    /// The file is over a size cap ([`MAX_FILE_BYTES`](crate::MAX_FILE_BYTES),
+    /// [`MAX_ENTRIES_PER_FILE`](crate::MAX_ENTRIES_PER_FILE)) or nests deeper than
+    /// [`MAX_DEPTH`](crate::MAX_DEPTH); it is refused before it is validated.
+    #[error("too large: {0}")]
+    TooLarge(String),
+    /// A tenant-scoped reload that cannot be done in a tenant's scope: the tenant has no policy
+    /// loaded (adding a tenant takes a full reload), its tenant file is missing (removing a tenant
+    /// takes a full reload), or the sources were read for another tenant.
+    #[error("tenant-scoped reload refused: {0}")]
+    TenantReloadRefused(String),
 }
 
 fn suggestion(s: &Option<String>) -> String {
@@ -128,33 +158,68 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-/// Every problem found in a set of policy sources. Validation never stops at the first.
+/// The most problems a [`PolicyErrors`] lists; the rest are counted ([`PolicyErrors::total`]).
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
+
+/// Every problem found in a set of policy sources. Validation never stops at the first: it finds
+/// them all, lists the first [`MAX_REPORTED_PROBLEMS`] (in file order) and counts the rest.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PolicyErrors(pub(crate) Vec<PolicyError>);
+pub struct PolicyErrors {
+    errors: Vec<PolicyError>,
+    total: usize,
+}
 
 impl PolicyErrors {
-    /// The problems, in file order.
-    pub fn errors(&self) -> &[PolicyError] {
-        &self.0
+    /// Keeps the first [`MAX_REPORTED_PROBLEMS`] of `errors` and counts them all.
+    pub(crate) fn new(mut errors: Vec<PolicyError>) -> Self {
+        let total = errors.len();
+        errors.truncate(MAX_REPORTED_PROBLEMS);
+        PolicyErrors { errors, total }
     }
 
-    /// Number of problems.
+    /// `errors` (only the first [`MAX_REPORTED_PROBLEMS`] kept) and `unlisted` more, counted but
+    /// not built.
+    pub(crate) fn with_unlisted(errors: Vec<PolicyError>, unlisted: usize) -> Self {
+        let mut e = PolicyErrors::new(errors);
+        e.total = e.total.saturating_add(unlisted);
+        e
+    }
+
+    /// The problems listed (at most [`MAX_REPORTED_PROBLEMS`]), in file order.
+    pub fn errors(&self) -> &[PolicyError] {
+        &self.errors
+    }
+
+    /// Number of problems listed (at most [`MAX_REPORTED_PROBLEMS`]; see [`total`](Self::total)).
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.errors.len()
+    }
+
+    /// Number of problems found, listed or not.
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     /// `true` when there is no problem (never the case for a returned error).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 }
 
 impl fmt::Display for PolicyErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.0.len();
-        writeln!(f, "{n} policy problem{}:", if n == 1 { "" } else { "s" })?;
-        for e in &self.0 {
+        let (n, shown) = (self.total, self.errors.len());
+        let s = if n == 1 { "" } else { "s" };
+        if shown < n {
+            writeln!(f, "{n} policy problem{s} (the first {shown} shown):")?;
+        } else {
+            writeln!(f, "{n} policy problem{s}:")?;
+        }
+        for e in &self.errors {
             writeln!(f, "  {e}")?;
+        }
+        if shown < n {
+            writeln!(f, "  … and {} more", n - shown)?;
         }
         Ok(())
     }
@@ -164,7 +229,7 @@ impl std::error::Error for PolicyErrors {}
 
 impl From<PolicyError> for PolicyErrors {
     fn from(e: PolicyError) -> Self {
-        PolicyErrors(vec![e])
+        PolicyErrors::new(vec![e])
     }
 }
 
@@ -228,6 +293,11 @@ mod tests {
             PolicyErrorKind::InvalidId(_) => "InvalidId",
             PolicyErrorKind::UnknownTenant(_) => "UnknownTenant",
             PolicyErrorKind::MisplacedFile(_) => "MisplacedFile",
+            PolicyErrorKind::ReservedPermission { .. } => "ReservedPermission",
+            PolicyErrorKind::TenantReloadRefused(_) => "TenantReloadRefused",
+            PolicyErrorKind::NotAFile(_) => "NotAFile",
+            PolicyErrorKind::NotUtf8 => "NotUtf8",
+            PolicyErrorKind::TooLarge(_) => "TooLarge",
         }
     }
 
@@ -279,6 +349,14 @@ mod tests {
             PolicyErrorKind::InvalidId(s()),
             PolicyErrorKind::UnknownTenant(s()),
             PolicyErrorKind::MisplacedFile(s()),
+            PolicyErrorKind::ReservedPermission {
+                role: s(),
+                pattern: s(),
+            },
+            PolicyErrorKind::TenantReloadRefused(s()),
+            PolicyErrorKind::NotAFile(s()),
+            PolicyErrorKind::NotUtf8,
+            PolicyErrorKind::TooLarge(s()),
         ]
     }
 
@@ -294,7 +372,7 @@ mod tests {
         let kinds = all_kinds();
         let mut names: Vec<&str> = kinds.iter().map(kind_name).collect();
         names.dedup();
-        assert_eq!(names.len(), 15, "every variant once in all_kinds()");
+        assert_eq!(names.len(), 20, "every variant once in all_kinds()");
         for name in names {
             assert!(
                 catalogue.contains(&format!("| `{name}` |")),

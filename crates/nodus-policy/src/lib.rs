@@ -12,12 +12,16 @@ pub mod subject;
 mod value;
 
 pub use compile::Provenance;
-pub use error::{AccessError, ExplainError, PolicyError, PolicyErrorKind, PolicyErrors};
+pub use error::{
+    AccessError, ExplainError, MAX_REPORTED_PROBLEMS, PolicyError, PolicyErrorKind, PolicyErrors,
+};
 pub use ids::{ActorId, IdError, TenantId};
 pub use label::{Label, LabelError, LabelScheme, SchemeId};
 pub use schema::{BUILTIN_SCHEMA, KeySpec, Schema};
-pub use snapshot::{PolicySnapshot, WriteRule};
-pub use source::PolicySources;
+pub use snapshot::{PolicySnapshot, RESERVED_PERMISSION_PREFIX, WriteRule, is_reserved_permission};
+pub use source::{
+    MAX_DEPTH, MAX_ENTRIES_PER_FILE, MAX_FILE_BYTES, MAX_TOTAL_BYTES, PolicySources, TenantSources,
+};
 pub use store::{
     Explanation, KeyChange, LayerValue, PolicyStore, PolicyWatcher, ReloadReport, StoreOptions,
     TenantHandle,

@@ -54,7 +54,13 @@ pub struct KeySpec {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Schema {
     keys: BTreeMap<String, KeySpec>,
+    /// Where each host key was declared: file and line.
+    origins: BTreeMap<String, (String, u32)>,
 }
+
+/// The largest magnitude of an integer bound: every integer up to 2^53 is exact as a float (the
+/// type of [`KeySpec::min`] and [`KeySpec::max`]), so integer values compare exactly against it.
+pub const MAX_EXACT_INTEGER_BOUND: i64 = 1 << 53;
 
 fn schema_err(
     file: &str,
@@ -68,14 +74,6 @@ fn schema_err(
         key: key.map(str::to_owned),
         line,
         kind: PolicyErrorKind::InvalidSchema(msg.into()),
-    }
-}
-
-fn num(raw: &Raw) -> Option<f64> {
-    match raw.kind {
-        RawKind::Int(i) => Some(i as f64),
-        RawKind::Float(f) => Some(f),
-        _ => None,
     }
 }
 
@@ -105,6 +103,61 @@ impl Schema {
     /// Every spec, by key.
     pub fn keys(&self) -> impl Iterator<Item = &KeySpec> {
         self.keys.values()
+    }
+
+    /// The file that declared a host key (`None` for built-in keys).
+    pub(crate) fn file_of(&self, key: &str) -> Option<&str> {
+        self.origins.get(key).map(|(f, _)| f.as_str())
+    }
+
+    /// The line that declared a host key.
+    pub(crate) fn line_of(&self, key: &str) -> Option<u32> {
+        self.origins.get(key).map(|(_, l)| *l)
+    }
+
+    /// Why `key` cannot be declared next to the keys already declared: a key of the same name, a
+    /// key it would sit under (the document's table for that key would swallow it), or keys that
+    /// would sit under it.
+    fn collision(&self, key: &str) -> Option<String> {
+        let kind = |k: &str| {
+            if self.keys.get(k).is_some_and(|s| s.builtin) {
+                "built-in key"
+            } else {
+                "key"
+            }
+        };
+        if self.keys.contains_key(key) {
+            return Some(if kind(key) == "built-in key" {
+                "redefines a built-in key".to_owned()
+            } else {
+                "is declared twice".to_owned()
+            });
+        }
+        let mut end = 0;
+        while let Some(dot) = key.get(end..).and_then(|rest| rest.find('.')) {
+            end += dot;
+            let parent = key.get(..end).unwrap_or_default();
+            if self.keys.contains_key(parent) {
+                return Some(format!(
+                    "sits under {} `{parent}`: a document setting `{parent}` would swallow it",
+                    kind(parent)
+                ));
+            }
+            end += 1;
+        }
+        let p = format!("{key}.");
+        if let Some((child, _)) = self
+            .keys
+            .range(p.clone()..)
+            .next()
+            .filter(|(k, _)| k.starts_with(&p))
+        {
+            return Some(format!(
+                "is a section holding {} `{child}`: a key cannot also be a section",
+                kind(child)
+            ));
+        }
+        None
     }
 
     /// `true` when some declared key starts with `prefix.`.
@@ -159,14 +212,13 @@ impl Schema {
             for (key, raw) in entries {
                 match self.parse_spec(&doc.file, key, raw, builtin) {
                     Ok(spec) => {
-                        if let Some(old) = self.keys.get(key) {
-                            let why = if old.builtin {
-                                "redefines a built-in key"
-                            } else {
-                                "is declared twice"
-                            };
+                        if let Some(why) = self.collision(key) {
                             errors.push(schema_err(&doc.file, Some(key), Some(raw.line), why));
                         } else {
+                            if !builtin {
+                                self.origins
+                                    .insert(key.clone(), (doc.file.clone(), raw.line));
+                            }
                             self.keys.insert(key.clone(), spec);
                         }
                     }
@@ -213,19 +265,65 @@ impl Schema {
                 .ok_or_else(|| err(format!("unknown scope `{s}`: use system, tenant or user")))?,
             _ => return Err(err("missing `scope`".into())),
         };
-        let min = match field("min") {
-            Some(r) => Some(num(r).ok_or_else(|| err("`min` must be a number".into()))?),
-            None => None,
+        let numeric = matches!(ty, ValueType::Integer | ValueType::Float);
+        let bound = |name: &str| -> Result<Option<f64>, PolicyError> {
+            let Some(r) = field(name) else {
+                return Ok(None);
+            };
+            if !numeric {
+                return Err(err(format!(
+                    "`{name}` applies to integer and float keys, not to a {ty}"
+                )));
+            }
+            match (ty, &r.kind) {
+                (ValueType::Integer, RawKind::Int(i)) => {
+                    if i.unsigned_abs() > MAX_EXACT_INTEGER_BOUND.unsigned_abs() {
+                        return Err(err(format!(
+                            "`{name}` = {i} is beyond the exact range of a bound (±{MAX_EXACT_INTEGER_BOUND})"
+                        )));
+                    }
+                    Ok(Some(*i as f64))
+                }
+                (ValueType::Integer, RawKind::Float(f)) => Err(err(format!(
+                    "`{name}` = {f}: the bounds of an integer key are integers"
+                ))),
+                (_, RawKind::Int(i)) => {
+                    if i.unsigned_abs() > MAX_EXACT_INTEGER_BOUND.unsigned_abs() {
+                        return Err(err(format!(
+                            "`{name}` = {i} is beyond the exact range of a bound (±{MAX_EXACT_INTEGER_BOUND})"
+                        )));
+                    }
+                    Ok(Some(*i as f64))
+                }
+                (_, RawKind::Float(f)) if f.is_finite() => Ok(Some(*f)),
+                (_, RawKind::Float(f)) => {
+                    Err(err(format!("`{name}` = {f}: bounds are finite numbers")))
+                }
+                _ => Err(err(format!("`{name}` must be a number"))),
+            }
         };
-        let max = match field("max") {
-            Some(r) => Some(num(r).ok_or_else(|| err("`max` must be a number".into()))?),
-            None => None,
-        };
+        let min = bound("min")?;
+        let max = bound("max")?;
+        if let (Some(lo), Some(hi)) = (min, max)
+            && lo > hi
+        {
+            return Err(err(format!(
+                "`min` ({lo}) is greater than `max` ({hi}): no value would be allowed"
+            )));
+        }
         let max_len = match field("max_len").map(|r| &r.kind) {
+            Some(_) if !matches!(ty, ValueType::String | ValueType::StringList) => {
+                return Err(err(format!(
+                    "`max_len` applies to string and string_list keys, not to a {ty}"
+                )));
+            }
             Some(RawKind::Int(i)) if *i >= 0 => Some(usize::try_from(*i).unwrap_or(usize::MAX)),
             Some(_) => return Err(err("`max_len` must be a non-negative integer".into())),
             None => None,
         };
+        if field("values").is_some() && ty != ValueType::Enum {
+            return Err(err(format!("`values` applies to enum keys, not to a {ty}")));
+        }
         let values = match field("values").map(|r| &r.kind) {
             Some(RawKind::Array(items)) => items
                 .iter()
@@ -258,9 +356,10 @@ impl Schema {
             builtin,
         };
         if let Some(d) = field("default") {
-            // Labels in defaults are checked against the default scheme.
+            // A label default is checked against the policy's scheme once it is known (the system
+            // layer defines it); here only its type.
             let v = spec
-                .check(d, Some(&LabelScheme::default()))
+                .check(d, None)
                 .map_err(|k| err(format!("invalid default: {k}")))?;
             spec.default = Some(v);
         }
@@ -367,7 +466,16 @@ impl KeySpec {
             },
             ValueType::Integer => match raw.kind {
                 RawKind::Int(i) => {
-                    range(i as f64)?;
+                    // Bounds of integer keys are integers within ±2^53 (see `parse_spec`), exact
+                    // as i64: compare integers, never the value rounded to a float.
+                    let below = self.min.is_some_and(|m| i < m as i64);
+                    let above = self.max.is_some_and(|m| i > m as i64);
+                    if below || above {
+                        return Err(PolicyErrorKind::OutOfRange {
+                            value: i.to_string(),
+                            bounds: bounds(self.min, self.max),
+                        });
+                    }
                     Value::Int(i)
                 }
                 _ => return Err(wrong("integer", raw)),
@@ -378,6 +486,14 @@ impl KeySpec {
                     Value::Float(f)
                 }
                 RawKind::Int(i) => {
+                    if i.unsigned_abs() > MAX_EXACT_INTEGER_BOUND.unsigned_abs() {
+                        return Err(PolicyErrorKind::OutOfRange {
+                            value: i.to_string(),
+                            bounds: format!(
+                                "|x| ≤ {MAX_EXACT_INTEGER_BOUND} for an integer given to a float key (write it as a float)"
+                            ),
+                        });
+                    }
                     range(i as f64)?;
                     Value::Float(i as f64)
                 }
@@ -452,7 +568,7 @@ impl KeySpec {
                 };
                 let mut m = BTreeMap::new();
                 for (class, spec) in classes {
-                    m.insert(class.clone(), rate_limit(spec)?);
+                    m.insert(class.clone(), rate_limit(class, spec)?);
                 }
                 Value::RateMap(m)
             }
@@ -460,58 +576,69 @@ impl KeySpec {
     }
 }
 
-fn rate_limit(raw: &Raw) -> Result<RateLimit, PolicyErrorKind> {
+fn rate_limit(class: &str, raw: &Raw) -> Result<RateLimit, PolicyErrorKind> {
     let RawKind::Table(fields) = &raw.kind else {
-        return Err(wrong("{ rate = <n>, per = \"1s\", burst = <n> }", raw));
+        return Err(PolicyErrorKind::WrongType {
+            expected: format!("class `{class}` = {{ rate = <n>, per = \"1s\", burst = <n> }}"),
+            found: raw.kind.type_name().to_owned(),
+        });
     };
     let mut rate = None;
     let mut per = None;
     let mut burst = None;
     for (k, v) in fields {
-        let as_u32 = |v: &Raw, name: &str| -> Result<u32, PolicyErrorKind> {
+        let as_u32 = |v: &Raw, name: &str, min: u32| -> Result<u32, PolicyErrorKind> {
             match v.kind {
-                RawKind::Int(i) => u32::try_from(i).map_err(|_| PolicyErrorKind::OutOfRange {
-                    value: format!("{name} = {i}"),
-                    bounds: format!("0 ≤ {name} ≤ {}", u32::MAX),
+                RawKind::Int(i) => u32::try_from(i).ok().filter(|n| *n >= min).ok_or_else(|| {
+                    PolicyErrorKind::OutOfRange {
+                        value: format!("class `{class}`: {name} = {i}"),
+                        bounds: format!("{min} ≤ {name} ≤ {}", u32::MAX),
+                    }
                 }),
-                _ => Err(wrong("integer", v)),
+                _ => Err(PolicyErrorKind::WrongType {
+                    expected: format!("an integer for `{name}` in class `{class}`"),
+                    found: v.kind.type_name().to_owned(),
+                }),
             }
         };
         match k.as_str() {
-            "rate" => rate = Some(as_u32(v, "rate")?),
-            "burst" => burst = Some(as_u32(v, "burst")?),
+            // A zero rate admits nothing (a closed class); a zero burst would admit nothing
+            // either, by accident: it is an error, never silently 1.
+            "rate" => rate = Some(as_u32(v, "rate", 0)?),
+            "burst" => burst = Some(as_u32(v, "burst", 1)?),
             "per" => match &v.kind {
                 RawKind::Str(s) => match parse_duration(s) {
                     Some(d) if !d.is_zero() => per = Some(d),
                     _ => {
                         return Err(PolicyErrorKind::WrongType {
-                            expected: "a non-zero duration".into(),
+                            expected: format!("a non-zero duration for `per` in class `{class}`"),
                             found: format!("\"{s}\""),
                         });
                     }
                 },
-                _ => return Err(wrong("duration string", v)),
+                _ => {
+                    return Err(PolicyErrorKind::WrongType {
+                        expected: format!("a duration string for `per` in class `{class}`"),
+                        found: v.kind.type_name().to_owned(),
+                    });
+                }
             },
             other => {
                 return Err(PolicyErrorKind::WrongType {
-                    expected: "fields rate, per, burst".into(),
+                    expected: format!("fields `rate`, `per`, `burst` in class `{class}`"),
                     found: format!("field `{other}`"),
                 });
             }
         }
     }
-    let rate = rate.ok_or_else(|| PolicyErrorKind::WrongType {
-        expected: "a `rate` field".into(),
+    let missing = |name: &str| PolicyErrorKind::WrongType {
+        expected: format!("a `{name}` field in class `{class}` (rate, per and burst are required)"),
         found: "none".into(),
-    })?;
-    let per = per.ok_or_else(|| PolicyErrorKind::WrongType {
-        expected: "a `per` field".into(),
-        found: "none".into(),
-    })?;
+    };
     Ok(RateLimit {
-        rate,
-        per,
-        burst: burst.unwrap_or(rate).max(1),
+        rate: rate.ok_or_else(|| missing("rate"))?,
+        per: per.ok_or_else(|| missing("per"))?,
+        burst: burst.ok_or_else(|| missing("burst"))?,
     })
 }
 

@@ -13,7 +13,7 @@ use crate::ids::{ActorId, TenantId};
 use crate::label::{Label, LabelScheme};
 use crate::schema::Schema;
 use crate::subject::{PermissionId, PermissionSet, RateClassId, Subject, Symbols};
-use crate::value::{RateLimit, Value};
+use crate::value::{Layer, RateLimit, Value};
 
 /// The *-property: which writes are allowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,9 @@ pub struct PolicySnapshot {
     role_perms: Vec<Option<PermissionSet>>,
     /// Indexed by `RoleId`: the role's patterns, for permissions interned after compilation.
     role_patterns: Vec<Option<Vec<String>>>,
+    /// `true` when the role map was set by the system layer or the schema default (its patterns
+    /// may match reserved permissions), `false` when a tenant or user layer set it.
+    roles_from_system: bool,
     compiled_perms: u32,
     /// Indexed by `RateClassId`.
     rates: Vec<Option<RateLimit>>,
@@ -64,6 +67,32 @@ impl fmt::Debug for PolicySnapshot {
             .field("keys", &self.values.len())
             .finish()
     }
+}
+
+/// The prefix of every permission whose effect crosses tenants (reloading every tenant, verifying or
+/// checkpointing the whole audit log, system keys). Only the system layer may grant such a
+/// permission: a tenant or user layer naming one is a
+/// [`ReservedPermission`](crate::PolicyErrorKind::ReservedPermission) error, and a wildcard a
+/// tenant or user layer sets (`*`) never matches one.
+pub const RESERVED_PERMISSION_PREFIX: &str = "system.";
+
+/// `true` when `name` is a permission only the system layer may grant (it starts with
+/// [`RESERVED_PERMISSION_PREFIX`]; the comparison is case-sensitive, like every permission name).
+///
+/// ```
+/// use nodus_policy::is_reserved_permission;
+/// assert!(is_reserved_permission("system.policy.reload"));
+/// assert!(!is_reserved_permission("policy.reload"));
+/// ```
+pub fn is_reserved_permission(name: &str) -> bool {
+    name.starts_with(RESERVED_PERMISSION_PREFIX)
+}
+
+/// `true` when a role whose patterns were set by the system layer (`from_system`) or by a tenant or
+/// user layer grants `permission` through `pattern`: patterns of a tenant or user layer never
+/// match a reserved permission, whatever the wildcard.
+fn grants(pattern: &str, permission: &str, from_system: bool) -> bool {
+    (from_system || !is_reserved_permission(permission)) && pattern_matches(pattern, permission)
 }
 
 fn pattern_matches(pattern: &str, permission: &str) -> bool {
@@ -112,6 +141,11 @@ impl PolicySnapshot {
         let compiled_perms = u32::try_from(permissions.len()).unwrap_or(u32::MAX);
         let mut role_perms: Vec<Option<PermissionSet>> = Vec::new();
         let mut role_patterns: Vec<Option<Vec<String>>> = Vec::new();
+        // Provenance decides whether the role map may reach reserved permissions: the whole map is
+        // one key, set by exactly one layer.
+        let roles_from_system = values
+            .get("rbac.roles")
+            .is_none_or(|(_, p)| matches!(p.layer, Layer::Default | Layer::System));
         if let Some((Value::RoleMap(roles), _)) = values.get("rbac.roles") {
             for (role, patterns) in roles {
                 let id = symbols.role(role).0 as usize;
@@ -121,7 +155,7 @@ impl PolicySnapshot {
                 }
                 let mut set = PermissionSet::with_capacity(permissions.len());
                 for (i, name) in permissions.iter().enumerate() {
-                    if patterns.iter().any(|p| pattern_matches(p, name)) {
+                    if patterns.iter().any(|p| grants(p, name, roles_from_system)) {
                         set.insert(PermissionId(i as u32));
                     }
                 }
@@ -162,6 +196,7 @@ impl PolicySnapshot {
             symbols,
             role_perms,
             role_patterns,
+            roles_from_system,
             compiled_perms,
             rates,
             rate_map,
@@ -247,7 +282,9 @@ impl PolicySnapshot {
             return false;
         };
         match self.role_patterns.get(role) {
-            Some(Some(patterns)) => patterns.iter().any(|p| pattern_matches(p, &name)),
+            Some(Some(patterns)) => patterns
+                .iter()
+                .any(|p| grants(p, &name, self.roles_from_system)),
             _ => false,
         }
     }
@@ -447,5 +484,15 @@ mod tests {
         assert!(!pattern_matches("notes.*", "notesx.read"));
         assert!(pattern_matches("notes.read", "notes.read"));
         assert!(!pattern_matches("notes.read", "notes.reads"));
+    }
+
+    #[test]
+    fn tenant_patterns_never_grant_reserved_permissions() {
+        for p in ["*", "system.*", "system.policy.reload", "system.policy.*"] {
+            assert!(grants(p, "system.policy.reload", true), "{p}");
+            assert!(!grants(p, "system.policy.reload", false), "{p}");
+        }
+        assert!(grants("*", "policy.reload", false));
+        assert!(!grants("notes.*", "system.notes.x", true));
     }
 }

@@ -9,8 +9,25 @@
 //! <dir>/users/<tenant>/<actor>.toml optional: per user within a tenant
 //! ```
 //!
-//! Any other `.toml` file at the top or directly under `users/` is reported as misplaced.
+//! Any other `.toml` file at the top or directly under `users/`, and any directory under `tenants/`
+//! or `users/<tenant>/`, is reported as misplaced.
+//!
+//! Size caps: a file is at most [`MAX_FILE_BYTES`] long, holds at most [`MAX_ENTRIES_PER_FILE`]
+//! entries (keys at any depth plus array items) and nests at most [`MAX_DEPTH`] tables or arrays
+//! deep. A file over a cap is refused with one error before it is validated, whether it comes
+//! from a directory or from a string. Reading a directory stops at [`MAX_TOTAL_BYTES`] in total.
 
+/// The longest policy file accepted, in bytes (2 MiB).
+pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024;
+/// The most entries one policy file may hold: keys at any depth plus array items.
+pub const MAX_ENTRIES_PER_FILE: usize = 200_000;
+/// The deepest nesting of tables and arrays in a policy file.
+pub const MAX_DEPTH: usize = 32;
+/// The most bytes read from one policy directory (16 MiB), all files together: a file that would
+/// pass it is refused ([`PolicySources::from_dir`], [`TenantSources::from_dir`]).
+pub const MAX_TOTAL_BYTES: u64 = 16 * 1024 * 1024;
+
+use std::io::Read;
 use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
@@ -44,6 +61,12 @@ pub struct PolicySources {
     pub(crate) users: Vec<(TenantId, ActorId, Doc)>,
     /// Problems found while reading (bad file names, unreadable files), reported with validation.
     pub(crate) read_errors: Vec<PolicyError>,
+    /// Tenants whose file could not be read: their users are not checked (nor reported as users
+    /// of an unknown tenant) — the tenant file's own error says it all.
+    pub(crate) unreadable_tenants: Vec<TenantId>,
+    /// `true` when `schema.toml` or `system.toml` could not be read: the tenant and user layers
+    /// are then not checked against a base that is not the real one.
+    pub(crate) base_unreadable: bool,
 }
 
 impl PolicySources {
@@ -110,153 +133,419 @@ impl PolicySources {
     }
 
     /// Reads a policy directory (layout in the module docs). File names in errors are relative to
-    /// `dir`. A file that cannot be read or a file name that is not a valid id is reported when the
-    /// sources are validated, together with every other problem; a missing or unreadable directory
-    /// is an error here.
+    /// `dir`. Every problem with a path is reported when the sources are validated, together with
+    /// every other problem, naming the path: a file that cannot be read, is not UTF-8, is over
+    /// [`MAX_FILE_BYTES`], or is not a regular file (a directory, a dangling or looping symbolic
+    /// link, a FIFO); a file name that is not a valid id; a `.toml` file or a directory outside
+    /// the layout; `tenants` or `users` that is not a directory. A tenant file that cannot be read
+    /// is its own only problem: its users' files are not reported again as users of an unknown
+    /// tenant. A missing or unreadable `dir` is an error here.
     ///
     /// # Errors
     /// [`PolicyErrors`] when `dir` itself cannot be read.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, PolicyErrors> {
         let dir = dir.as_ref();
-        let io_err = |file: String, e: std::io::Error, layer: Layer| PolicyError {
-            file,
-            layer,
-            key: None,
-            line: None,
-            kind: PolicyErrorKind::Io(e.to_string()),
-        };
         if let Err(e) = std::fs::read_dir(dir) {
-            return Err(io_err(dir.display().to_string(), e, Layer::System).into());
+            return Err(PolicyError {
+                file: dir.display().to_string(),
+                layer: Layer::System,
+                key: None,
+                line: None,
+                kind: PolicyErrorKind::Io(e.to_string()),
+            }
+            .into());
         }
         let mut s = PolicySources::new();
-        let read = |rel: String, layer: Layer, s: &mut PolicySources| -> Option<String> {
-            match std::fs::read_to_string(dir.join(&rel)) {
-                Ok(t) => Some(t),
+        // Bytes read so far, against `MAX_TOTAL_BYTES`.
+        let mut read = 0u64;
+        for (name, layer) in [
+            ("schema.toml", Layer::Default),
+            ("system.toml", Layer::System),
+        ] {
+            if !exists(&dir.join(name)) {
+                continue;
+            }
+            match read_file(dir, name, layer, &mut read) {
+                Ok(t) if layer == Layer::Default => s = s.with_schema(name, &t),
+                Ok(t) => s = s.with_system(name, &t),
                 Err(e) => {
-                    s.read_errors.push(io_err(rel, e, layer));
-                    None
+                    s.read_errors.push(e);
+                    s.base_unreadable = true;
                 }
             }
-        };
-        if dir.join("schema.toml").is_file()
-            && let Some(t) = read("schema.toml".into(), Layer::Default, &mut s)
-        {
-            s = s.with_schema("schema.toml", &t);
-        }
-        if dir.join("system.toml").is_file()
-            && let Some(t) = read("system.toml".into(), Layer::System, &mut s)
-        {
-            s = s.with_system("system.toml", &t);
         }
         // A policy file outside the layout would be an override silently skipped: report it.
-        let misplaced = |rel: String, layer: Layer, expected: &str| PolicyError {
-            file: rel,
-            layer,
-            key: None,
-            line: None,
-            kind: PolicyErrorKind::MisplacedFile(expected.to_owned()),
-        };
-        for (stem, rel) in toml_files(dir, "") {
-            if stem != "schema" && stem != "system" {
+        let top = list(dir, "", Layer::System, &mut s.read_errors);
+        for entry in top.files {
+            if entry.stem != "schema" && entry.stem != "system" {
                 s.read_errors.push(misplaced(
-                    rel,
+                    entry.rel,
                     Layer::System,
                     "only `schema.toml` and `system.toml` belong at the top; tenants go in `tenants/<tenant>.toml`",
                 ));
             }
         }
-        for (_, rel) in toml_files(&dir.join("users"), "users") {
+        let tenants = list(dir, "tenants", Layer::Tenant, &mut s.read_errors);
+        for rel in tenants.dirs {
             s.read_errors.push(misplaced(
                 rel,
+                Layer::Tenant,
+                "a directory under `tenants/`: tenant files are `tenants/<tenant>.toml`",
+            ));
+        }
+        for entry in tenants.files {
+            match TenantId::new(&entry.stem) {
+                Ok(t) => match read_file(dir, &entry.rel, Layer::Tenant, &mut read) {
+                    Ok(text) => s = s.with_tenant(t, &entry.rel, &text),
+                    Err(e) => {
+                        s.read_errors.push(e);
+                        s.unreadable_tenants.push(t);
+                    }
+                },
+                Err(e) => s.read_errors.push(invalid_id(entry.rel, Layer::Tenant, &e)),
+            }
+        }
+        let users = list(dir, "users", Layer::User, &mut s.read_errors);
+        for entry in users.files {
+            s.read_errors.push(misplaced(
+                entry.rel,
                 Layer::User,
                 "user files go in `users/<tenant>/<actor>.toml`",
             ));
         }
-        for (stem, rel) in toml_files(&dir.join("tenants"), "tenants") {
-            match TenantId::new(&stem) {
-                Ok(t) => {
-                    if let Some(text) = read(rel.clone(), Layer::Tenant, &mut s) {
-                        s = s.with_tenant(t, &rel, &text);
-                    }
-                }
-                Err(e) => s.read_errors.push(PolicyError {
-                    file: rel,
-                    layer: Layer::Tenant,
-                    key: None,
-                    line: None,
-                    kind: PolicyErrorKind::InvalidId(e.to_string()),
-                }),
-            }
-        }
-        let users_dir = dir.join("users");
-        let mut tenant_dirs: Vec<_> = std::fs::read_dir(&users_dir)
-            .map(|rd| {
-                rd.filter_map(Result::ok)
-                    .filter(|e| e.path().is_dir())
-                    .map(|e| e.file_name())
-                    .collect()
-            })
-            .unwrap_or_default();
-        tenant_dirs.sort();
-        for tdir in tenant_dirs {
-            let tname = tdir.to_string_lossy().to_string();
-            let base = format!("users/{tname}");
+        for rel in users.dirs {
+            let tname = rel.strip_prefix("users/").unwrap_or(&rel).to_owned();
             let tenant = match TenantId::new(&tname) {
                 Ok(t) => t,
                 Err(e) => {
-                    s.read_errors.push(PolicyError {
-                        file: base,
-                        layer: Layer::User,
-                        key: None,
-                        line: None,
-                        kind: PolicyErrorKind::InvalidId(e.to_string()),
-                    });
+                    s.read_errors.push(invalid_id(rel, Layer::User, &e));
                     continue;
                 }
             };
-            for (stem, rel) in toml_files(&users_dir.join(&tdir), &base) {
-                match ActorId::new(&stem) {
-                    Ok(a) => {
-                        if let Some(text) = read(rel.clone(), Layer::User, &mut s) {
-                            s = s.with_user(tenant.clone(), a, &rel, &text);
-                        }
-                    }
-                    Err(e) => s.read_errors.push(PolicyError {
-                        file: rel,
-                        layer: Layer::User,
-                        key: None,
-                        line: None,
-                        kind: PolicyErrorKind::InvalidId(e.to_string()),
-                    }),
-                }
+            for (actor, rel, text) in read_users(dir, &tname, &mut s.read_errors, &mut read) {
+                s = s.with_user(tenant.clone(), actor, &rel, &text);
             }
         }
         Ok(s)
     }
 }
 
-/// `(file stem, relative path)` of every `*.toml` file in `dir`, sorted (`rel_base` empty: the
-/// path is the bare file name).
-fn toml_files(dir: &Path, rel_base: &str) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .filter(|e| e.path().is_file())
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().to_string();
-                    let stem = name.strip_suffix(".toml")?.to_owned();
-                    let rel = if rel_base.is_empty() {
-                        name.clone()
-                    } else {
-                        format!("{rel_base}/{name}")
-                    };
-                    Some((stem, rel))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
+fn misplaced(rel: String, layer: Layer, expected: &str) -> PolicyError {
+    PolicyError {
+        file: rel,
+        layer,
+        key: None,
+        line: None,
+        kind: PolicyErrorKind::MisplacedFile(expected.to_owned()),
+    }
+}
+
+fn invalid_id(rel: String, layer: Layer, e: &crate::ids::IdError) -> PolicyError {
+    PolicyError {
+        file: rel,
+        layer,
+        key: None,
+        line: None,
+        kind: PolicyErrorKind::InvalidId(e.to_string()),
+    }
+}
+
+/// `true` when something (a file, a directory, a link, even a dangling one) is at `path`.
+fn exists(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
+/// A `*.toml` entry of a listed directory (whatever its type: reading it reports a non-file).
+struct TomlEntry {
+    stem: String,
+    rel: String,
+}
+
+/// The entries of a policy directory that matter: `*.toml` names, and subdirectories (sorted).
+#[derive(Default)]
+struct Listing {
+    files: Vec<TomlEntry>,
+    dirs: Vec<String>,
+}
+
+/// Lists `dir/rel` (`rel` empty: `dir` itself). A missing `rel` is an empty listing; a `rel` that
+/// is not a directory (a file, a dangling link) is reported. Names that are not `*.toml` and are
+/// not directories are ignored.
+fn list(dir: &Path, rel: &str, layer: Layer, errors: &mut Vec<PolicyError>) -> Listing {
+    let path = if rel.is_empty() {
+        dir.to_path_buf()
+    } else {
+        dir.join(rel)
+    };
+    let mut out = Listing::default();
+    if !rel.is_empty() && !exists(&path) {
+        return out;
+    }
+    let not_dir = |why: String| PolicyError {
+        file: rel.to_owned(),
+        layer,
+        key: None,
+        line: None,
+        kind: PolicyErrorKind::NotAFile(why),
+    };
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            errors.push(not_dir(format!("`{rel}` must be a directory")));
+            return out;
+        }
+        Err(e) => {
+            errors.push(not_dir(format!(
+                "`{rel}` is a symbolic link that cannot be followed (dangling, or a loop): {e}"
+            )));
+            return out;
+        }
+    }
+    let rd = match std::fs::read_dir(&path) {
+        Ok(rd) => rd,
+        Err(e) => {
+            errors.push(PolicyError {
+                file: rel.to_owned(),
+                layer,
+                key: None,
+                line: None,
+                kind: PolicyErrorKind::Io(e.to_string()),
+            });
+            return out;
+        }
+    };
+    for e in rd.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let rel_name = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if let Some(stem) = name.strip_suffix(".toml") {
+            out.files.push(TomlEntry {
+                stem: stem.to_owned(),
+                rel: rel_name,
+            });
+        } else if !rel.is_empty() && e.path().is_dir() {
+            out.dirs.push(rel_name);
+        }
+    }
+    out.files.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out.dirs.sort();
     out
+}
+
+/// Reads `users/<tenant>/*.toml` under `dir`: `(actor, relative path, text)` of each readable file
+/// with a valid actor id; every other problem (including a directory nested there) goes to
+/// `errors`.
+fn read_users(
+    dir: &Path,
+    tenant_name: &str,
+    errors: &mut Vec<PolicyError>,
+    read: &mut u64,
+) -> Vec<(ActorId, String, String)> {
+    let base = format!("users/{tenant_name}");
+    let listing = list(dir, &base, Layer::User, errors);
+    for rel in listing.dirs {
+        errors.push(misplaced(
+            rel,
+            Layer::User,
+            "a directory under `users/<tenant>/`: user files are `users/<tenant>/<actor>.toml`",
+        ));
+    }
+    let mut out = Vec::new();
+    for entry in listing.files {
+        match ActorId::new(&entry.stem) {
+            Ok(a) => match read_file(dir, &entry.rel, Layer::User, read) {
+                Ok(text) => out.push((a, entry.rel, text)),
+                Err(e) => errors.push(e),
+            },
+            Err(e) => errors.push(invalid_id(entry.rel, Layer::User, &e)),
+        }
+    }
+    out
+}
+
+/// Reads one policy file, `rel` (relative to `dir`, and named so in errors): it must be a regular
+/// file (symbolic links are followed), at most [`MAX_FILE_BYTES`] long, and UTF-8. A FIFO or
+/// device is refused before it is opened, so reading never blocks on one. `read` counts the bytes
+/// read so far from the directory, against [`MAX_TOTAL_BYTES`].
+fn read_file(dir: &Path, rel: &str, layer: Layer, read: &mut u64) -> Result<String, PolicyError> {
+    let path = dir.join(rel);
+    let err = |kind: PolicyErrorKind, line: Option<u32>| PolicyError {
+        file: rel.to_owned(),
+        layer,
+        key: None,
+        line,
+        kind,
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) => {
+            let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+            let kind = if link {
+                PolicyErrorKind::NotAFile(format!(
+                    "a symbolic link that cannot be followed (dangling, or a loop): {e}"
+                ))
+            } else {
+                PolicyErrorKind::Io(e.to_string())
+            };
+            return Err(err(kind, None));
+        }
+    };
+    if meta.is_dir() {
+        return Err(err(
+            PolicyErrorKind::NotAFile("a directory where a policy file belongs".into()),
+            None,
+        ));
+    }
+    if !meta.is_file() {
+        return Err(err(
+            PolicyErrorKind::NotAFile("a FIFO, socket or device, not a file".into()),
+            None,
+        ));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(err(too_large(meta.len()), None));
+    }
+    let over_total = |len: u64| {
+        PolicyErrorKind::TooLarge(format!(
+            "with its {len} bytes the files read pass {MAX_TOTAL_BYTES} bytes, the limit per policy directory"
+        ))
+    };
+    if read.saturating_add(meta.len()) > MAX_TOTAL_BYTES {
+        return Err(err(over_total(meta.len()), None));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(&path)
+        .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| err(PolicyErrorKind::Io(e.to_string()), None))?;
+    let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    if len > MAX_FILE_BYTES {
+        return Err(err(too_large(len), None));
+    }
+    if read.saturating_add(len) > MAX_TOTAL_BYTES {
+        return Err(err(over_total(len), None));
+    }
+    *read = read.saturating_add(len);
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let newlines = bytes
+            .get(..valid)
+            .unwrap_or(bytes)
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        let line = u32::try_from(newlines + 1).unwrap_or(u32::MAX);
+        err(PolicyErrorKind::NotUtf8, Some(line))
+    })
+}
+
+fn too_large(len: u64) -> PolicyErrorKind {
+    PolicyErrorKind::TooLarge(format!(
+        "{len} bytes, the limit is {MAX_FILE_BYTES} bytes per file"
+    ))
+}
+
+/// One tenant's documents — its tenant file and its users' files — for
+/// [`PolicyStore::reload_tenant`](crate::PolicyStore::reload_tenant), which validates them against
+/// the system layer and schema the store has loaded. Build it from a policy directory
+/// ([`TenantSources::from_dir`], which reads only this tenant's files) or from strings.
+///
+/// ```
+/// use nodus_policy::{ActorId, TenantId, TenantSources};
+/// let acme = TenantId::new("acme").unwrap();
+/// let sources = TenantSources::new(acme.clone())
+///     .with_tenant_file("tenants/acme.toml", "[observability]\nsampling_rate = 0.2\n")
+///     .with_user(ActorId::new("alice").unwrap(), "users/acme/alice.toml", "");
+/// assert_eq!(sources.tenant(), &acme);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct TenantSources {
+    pub(crate) tenant: TenantId,
+    pub(crate) doc: Option<Doc>,
+    pub(crate) users: Vec<(ActorId, Doc)>,
+    /// Problems found while reading, reported with validation.
+    pub(crate) read_errors: Vec<PolicyError>,
+}
+
+impl TenantSources {
+    /// No documents yet for `tenant` (a tenant-scoped reload of it refuses until its tenant file is
+    /// set: removing a tenant takes a full reload).
+    pub fn new(tenant: TenantId) -> Self {
+        TenantSources {
+            tenant,
+            doc: None,
+            users: Vec::new(),
+            read_errors: Vec::new(),
+        }
+    }
+
+    /// The tenant these documents belong to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// Sets the tenant document.
+    pub fn with_tenant_file(mut self, file_name: &str, toml: &str) -> Self {
+        self.doc = Some(Doc {
+            file: file_name.to_owned(),
+            text: toml.to_owned(),
+        });
+        self
+    }
+
+    /// Adds (or replaces) a user document of this tenant.
+    pub fn with_user(mut self, actor: ActorId, file_name: &str, toml: &str) -> Self {
+        self.users.retain(|(a, _)| *a != actor);
+        self.users.push((
+            actor,
+            Doc {
+                file: file_name.to_owned(),
+                text: toml.to_owned(),
+            },
+        ));
+        self
+    }
+
+    /// Reads `tenants/<tenant>.toml` and `users/<tenant>/*.toml` from a policy directory (layout in
+    /// the module docs) and nothing else: no other tenant's file is listed, opened or parsed, and
+    /// neither are `system.toml` and `schema.toml`. A missing tenant file leaves the tenant
+    /// document unset; a file that cannot be read or a user file name that is not a valid id is
+    /// reported when the sources are validated.
+    ///
+    /// # Errors
+    /// [`PolicyErrors`] when `dir` itself cannot be read.
+    pub fn from_dir(dir: impl AsRef<Path>, tenant: &TenantId) -> Result<Self, PolicyErrors> {
+        let dir = dir.as_ref();
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(PolicyError {
+                file: dir.display().to_string(),
+                layer: Layer::Tenant,
+                key: None,
+                line: None,
+                kind: PolicyErrorKind::Io(e.to_string()),
+            }
+            .into());
+        }
+        let mut s = TenantSources::new(tenant.clone());
+        let mut read = 0u64;
+        let rel = format!("tenants/{tenant}.toml");
+        let path = dir.join(&rel);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            match read_file(dir, &rel, Layer::Tenant, &mut read) {
+                Ok(text) => s = s.with_tenant_file(&rel, &text),
+                Err(e) => s.read_errors.push(e),
+            }
+        }
+        let mut errors = Vec::new();
+        for (actor, rel, text) in read_users(dir, tenant.as_str(), &mut errors, &mut read) {
+            s = s.with_user(actor, &rel, &text);
+        }
+        s.read_errors.extend(errors);
+        Ok(s)
+    }
 }
 
 /// A parsed TOML value with the line it starts on.
@@ -291,102 +580,169 @@ impl RawKind {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> u32 {
-    let upto = text.get(..offset).unwrap_or(text);
-    u32::try_from(upto.bytes().filter(|b| *b == b'\n').count() + 1).unwrap_or(u32::MAX)
+/// Byte offsets of every newline of a text: the line of an offset is one binary search away, so
+/// naming the line of each of n keys costs O(n log n), not O(n × text length).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn of(text: &str) -> Self {
+        Lines(
+            text.bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        )
+    }
+
+    /// The 1-based line of `offset`.
+    fn line(&self, offset: usize) -> u32 {
+        let before = self.0.partition_point(|nl| *nl < offset);
+        u32::try_from(before + 1).unwrap_or(u32::MAX)
+    }
 }
 
-/// A value TOML parsed but Nodus cannot represent: the message, the line, the dotted path.
+/// A value TOML parsed but Nodus cannot represent (or that is over a cap): the kind, the line, the
+/// dotted path.
 struct ConvertError {
-    message: String,
+    kind: PolicyErrorKind,
     line: u32,
     path: String,
 }
 
-fn convert(
-    text: &str,
-    path: &str,
-    span_start: usize,
-    v: &DeValue<'_>,
-) -> Result<RawKind, ConvertError> {
-    let fail = |message: String| ConvertError {
-        message,
-        line: line_of(text, span_start),
-        path: path.to_owned(),
-    };
-    Ok(match v {
-        DeValue::String(s) => RawKind::Str(s.to_string()),
-        DeValue::Integer(i) => {
-            let digits = i.as_str().replace('_', "");
-            RawKind::Int(
-                i64::from_str_radix(&digits, i.radix())
-                    .map_err(|e| fail(format!("integer `{i}`: {e}")))?,
-            )
-        }
-        DeValue::Float(f) => {
-            let s = f.as_str().replace('_', "");
-            RawKind::Float(
-                s.parse::<f64>()
-                    .map_err(|e| fail(format!("float `{f}`: {e}")))?,
-            )
-        }
-        DeValue::Boolean(b) => RawKind::Bool(*b),
-        DeValue::Datetime(d) => RawKind::Datetime(d.to_string()),
-        DeValue::Array(a) => {
-            let mut out = Vec::new();
-            for item in a.iter() {
-                let start = item.span().start;
-                out.push(Raw {
-                    line: line_of(text, start),
-                    kind: convert(text, path, start, item.get_ref())?,
-                });
-            }
-            RawKind::Array(out)
-        }
-        DeValue::Table(t) => RawKind::Table(convert_table(text, path, t)?),
-    })
+/// Converts parsed TOML to [`Raw`] values, counting entries and depth against the caps.
+struct Converter<'a> {
+    lines: &'a Lines,
+    entries: usize,
 }
 
-fn convert_table(
-    text: &str,
-    prefix: &str,
-    t: &DeTable<'_>,
-) -> Result<Vec<(String, Raw)>, ConvertError> {
-    let mut out = Vec::new();
-    for (k, v) in t.iter() {
-        let start = k.span().start;
-        let name = k.get_ref().to_string();
-        let path = if prefix.is_empty() {
-            name.clone()
-        } else {
-            format!("{prefix}.{name}")
-        };
-        out.push((
-            name,
-            Raw {
-                line: line_of(text, start),
-                kind: convert(text, &path, v.span().start, v.get_ref())?,
-            },
-        ));
+impl Converter<'_> {
+    fn count(&mut self, path: &str, line: u32, depth: usize) -> Result<(), ConvertError> {
+        self.entries += 1;
+        if self.entries > MAX_ENTRIES_PER_FILE {
+            return Err(ConvertError {
+                kind: PolicyErrorKind::TooLarge(format!(
+                    "more than {MAX_ENTRIES_PER_FILE} entries (keys and array items)"
+                )),
+                line,
+                path: path.to_owned(),
+            });
+        }
+        if depth > MAX_DEPTH {
+            return Err(ConvertError {
+                kind: PolicyErrorKind::TooLarge(format!(
+                    "tables and arrays nest more than {MAX_DEPTH} deep"
+                )),
+                line,
+                path: path.to_owned(),
+            });
+        }
+        Ok(())
     }
-    Ok(out)
+
+    fn value(
+        &mut self,
+        path: &str,
+        span_start: usize,
+        v: &DeValue<'_>,
+        depth: usize,
+    ) -> Result<RawKind, ConvertError> {
+        let line = self.lines.line(span_start);
+        let fail = |message: String| ConvertError {
+            kind: PolicyErrorKind::Malformed(message),
+            line,
+            path: path.to_owned(),
+        };
+        Ok(match v {
+            DeValue::String(s) => RawKind::Str(s.to_string()),
+            DeValue::Integer(i) => {
+                let digits = i.as_str().replace('_', "");
+                RawKind::Int(
+                    i64::from_str_radix(&digits, i.radix())
+                        .map_err(|e| fail(format!("integer `{i}`: {e}")))?,
+                )
+            }
+            DeValue::Float(f) => {
+                let s = f.as_str().replace('_', "");
+                RawKind::Float(
+                    s.parse::<f64>()
+                        .map_err(|e| fail(format!("float `{f}`: {e}")))?,
+                )
+            }
+            DeValue::Boolean(b) => RawKind::Bool(*b),
+            DeValue::Datetime(d) => RawKind::Datetime(d.to_string()),
+            DeValue::Array(a) => {
+                let mut out = Vec::new();
+                for item in a.iter() {
+                    let start = item.span().start;
+                    let line = self.lines.line(start);
+                    self.count(path, line, depth + 1)?;
+                    out.push(Raw {
+                        line,
+                        kind: self.value(path, start, item.get_ref(), depth + 1)?,
+                    });
+                }
+                RawKind::Array(out)
+            }
+            DeValue::Table(t) => RawKind::Table(self.table(path, t, depth + 1)?),
+        })
+    }
+
+    fn table(
+        &mut self,
+        prefix: &str,
+        t: &DeTable<'_>,
+        depth: usize,
+    ) -> Result<Vec<(String, Raw)>, ConvertError> {
+        let mut out = Vec::new();
+        for (k, v) in t.iter() {
+            let line = self.lines.line(k.span().start);
+            let name = k.get_ref().to_string();
+            let path = if prefix.is_empty() {
+                name.clone()
+            } else {
+                format!("{prefix}.{name}")
+            };
+            self.count(&path, line, depth)?;
+            let kind = self.value(&path, v.span().start, v.get_ref(), depth)?;
+            out.push((name, Raw { line, kind }));
+        }
+        Ok(out)
+    }
 }
 
-/// Parses a document into a table of raw values with line numbers.
+/// Parses a document into a table of raw values with line numbers. A document over
+/// [`MAX_FILE_BYTES`] is refused before parsing; one over [`MAX_ENTRIES_PER_FILE`] or
+/// [`MAX_DEPTH`] as soon as the cap is crossed.
 pub(crate) fn parse_doc(doc: &Doc, layer: Layer) -> Result<Vec<(String, Raw)>, PolicyError> {
+    let len = u64::try_from(doc.text.len()).unwrap_or(u64::MAX);
+    if len > MAX_FILE_BYTES {
+        return Err(PolicyError {
+            file: doc.file.clone(),
+            layer,
+            key: None,
+            line: None,
+            kind: too_large(len),
+        });
+    }
+    let lines = Lines::of(&doc.text);
     let table = DeTable::parse(&doc.text).map_err(|e| PolicyError {
         file: doc.file.clone(),
         layer,
         key: None,
-        line: e.span().map(|s| line_of(&doc.text, s.start)),
+        line: e.span().map(|s| lines.line(s.start)),
         kind: PolicyErrorKind::Malformed(e.message().trim().to_owned()),
     })?;
-    convert_table(&doc.text, "", table.get_ref()).map_err(|e| PolicyError {
+    let mut conv = Converter {
+        lines: &lines,
+        entries: 0,
+    };
+    conv.table("", table.get_ref(), 0).map_err(|e| PolicyError {
         file: doc.file.clone(),
         layer,
         key: Some(e.path),
         line: Some(e.line),
-        kind: PolicyErrorKind::Malformed(e.message),
+        kind: e.kind,
     })
 }
 
