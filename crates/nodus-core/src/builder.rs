@@ -19,7 +19,10 @@ use nodus_security::audit::{
 use nodus_security::vault::{MasterKey, SecretVault, SoftVault, TrustStore};
 use parking_lot::Mutex;
 
-use crate::builtins::{AuditCheckpoint, AuditVerify, PolicyExplain, PolicyReload};
+use crate::builtins::{
+    AuditVerify, PolicyExplain, PolicyReload, SystemAuditCheckpoint, SystemAuditVerify,
+    SystemPolicyReload,
+};
 use crate::clock::CoarseClock;
 use crate::error::BuildError;
 use crate::nodus::{Inner, Nodus, PolicyOrigin, WeakNodus, next_instance_id};
@@ -210,7 +213,9 @@ impl NodusBuilder {
         commands.register(PolicyReload(weak.clone()), &scheme)?;
         commands.register(PolicyExplain(weak.clone()), &scheme)?;
         commands.register(AuditVerify(weak.clone()), &scheme)?;
-        commands.register(AuditCheckpoint(weak.clone()), &scheme)?;
+        commands.register(SystemPolicyReload(weak.clone()), &scheme)?;
+        commands.register(SystemAuditVerify(weak.clone()), &scheme)?;
+        commands.register(SystemAuditCheckpoint(weak.clone()), &scheme)?;
         for register in self.registrations {
             register(&commands, &scheme)?;
         }

@@ -650,12 +650,67 @@ impl Nodus {
     pub fn reload_policy(&self, sources: PolicySources) -> Result<ReloadReport, ReloadError> {
         let _one_at_a_time = self.inner.reload_lock.lock();
         let time_ms = self.now_ms();
-        match self.inner.policy.reload(sources) {
+        let result = self.inner.policy.reload(sources);
+        self.after_reload(time_ms, None, result)
+    }
+
+    /// Reloads one tenant's layer — its tenant file and its users' files — against the system
+    /// layer and schema already loaded; every other tenant keeps its snapshot. The reload report,
+    /// the errors, the audit record (`policy.reloaded` with the tenant) and the published event
+    /// (to that tenant's subscribers) concern that tenant's files only.
+    ///
+    /// # Errors
+    /// [`ReloadError::Invalid`] listing the tenant's problems (or why a tenant-scoped reload is
+    /// refused: the tenant is not loaded, its file is gone); nothing changed.
+    pub fn reload_tenant_policy(
+        &self,
+        tenant: &TenantId,
+        sources: nodus_policy::TenantSources,
+    ) -> Result<ReloadReport, ReloadError> {
+        let _one_at_a_time = self.inner.reload_lock.lock();
+        let time_ms = self.now_ms();
+        let result = self.inner.policy.reload_tenant(tenant, sources);
+        self.after_reload(time_ms, Some(tenant), result)
+    }
+
+    /// Reloads one tenant's files from the policy directory the instance was built with (only
+    /// `tenants/<tenant>.toml` and `users/<tenant>/*.toml` are read: another tenant's files are
+    /// never opened). What the `policy.reload` built-in does for the caller's tenant.
+    ///
+    /// # Errors
+    /// [`ReloadError::NoDirectory`] when the policy was given in memory, else as
+    /// [`Nodus::reload_tenant_policy`].
+    pub fn reload_tenant_policy_from_dir(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<ReloadReport, ReloadError> {
+        let PolicyOrigin::Dir(dir) = &self.inner.policy_origin else {
+            return Err(ReloadError::NoDirectory);
+        };
+        match nodus_policy::TenantSources::from_dir(dir, tenant) {
+            Ok(sources) => self.reload_tenant_policy(tenant, sources),
+            Err(errors) => {
+                let _one_at_a_time = self.inner.reload_lock.lock();
+                self.audit_failed_reload(self.now_ms(), Some(tenant), &errors)?;
+                Err(ReloadError::Invalid(errors))
+            }
+        }
+    }
+
+    /// The one path after every reload attempt: revalidate, audit, publish.
+    fn after_reload(
+        &self,
+        time_ms: u64,
+        tenant: Option<&TenantId>,
+        result: Result<ReloadReport, nodus_policy::PolicyErrors>,
+    ) -> Result<ReloadReport, ReloadError> {
+        match result {
             Ok(report) => {
                 let scheme = self.inner.policy.system_snapshot().label_scheme().clone();
                 let changes = self.inner.commands.revalidate(&scheme);
                 self.revalidate_extensions(time_ms)?;
                 let mut rec = AuditRecord::new("policy.reloaded", Outcome::Allowed);
+                rec.tenant = tenant.cloned();
                 rec.time_ms = time_ms;
                 rec.policy_epoch = report.epoch;
                 rec.detail
@@ -686,7 +741,7 @@ impl Nodus {
                 Ok(report)
             }
             Err(errors) => {
-                self.audit_failed_reload(time_ms, &errors)?;
+                self.audit_failed_reload(time_ms, tenant, &errors)?;
                 Err(ReloadError::Invalid(errors))
             }
         }
@@ -695,14 +750,16 @@ impl Nodus {
     fn audit_failed_reload(
         &self,
         time_ms: u64,
+        tenant: Option<&TenantId>,
         errors: &nodus_policy::PolicyErrors,
     ) -> Result<(), nodus_security::audit::AuditError> {
         let mut rec = AuditRecord::new("policy.reloaded", Outcome::Error);
+        rec.tenant = tenant.cloned();
         rec.time_ms = time_ms;
         rec.policy_epoch = self.inner.policy.epoch();
         rec.reason = Some(Cow::Borrowed("InvalidPolicy"));
         rec.detail
-            .insert("problems".into(), errors.errors().len().to_string());
+            .insert("problems".into(), errors.total().to_string());
         self.audit_event(rec)
     }
 
@@ -872,7 +929,7 @@ impl Nodus {
                 Ok(sources) => self.reload_policy(sources),
                 Err(errors) => {
                     let _one_at_a_time = self.inner.reload_lock.lock();
-                    self.audit_failed_reload(self.now_ms(), &errors)?;
+                    self.audit_failed_reload(self.now_ms(), None, &errors)?;
                     Err(ReloadError::Invalid(errors))
                 }
             },
@@ -890,8 +947,8 @@ impl Nodus {
     /// by calling [`Nodus::reload_policy_from_dir`] first.
     ///
     /// # Errors
-    /// [`WatchError::NoDirectory`] for a policy given in memory, [`WatchError::AlreadyWatching`]
-    /// when a watcher runs, [`WatchError::ShutDown`] after shutdown, [`WatchError::Spawn`] when
+    /// [`WatchError::NoDirectory`](crate::WatchError::NoDirectory) for a policy given in memory, [`WatchError::AlreadyWatching`](crate::WatchError::AlreadyWatching)
+    /// when a watcher runs, [`WatchError::ShutDown`](crate::WatchError::ShutDown) after shutdown, [`WatchError::Spawn`](crate::WatchError::Spawn) when
     /// the thread cannot start.
     pub fn watch_policy(&self, interval: Duration) -> Result<(), crate::WatchError> {
         let PolicyOrigin::Dir(dir) = &self.inner.policy_origin else {

@@ -1,6 +1,8 @@
-//! The built-in commands — `policy.reload`, `policy.explain`, `audit.verify`, `audit.checkpoint` —
-//! through the front door: what they do, what they leave in the audit log and on the event bus, and
-//! that their permissions come from policy like any other command's.
+//! The built-in commands — tenant-scoped `policy.reload`, `policy.explain`, `audit.verify`, and the
+//! system forms `system.policy.reload`, `system.audit.verify`, `system.audit.checkpoint` — through
+//! the front door: what they do, what they leave in the audit log and on the event bus, and that
+//! their permissions come from policy like any other command's (the `system.` ones from the system
+//! layer only).
 
 #![allow(
     clippy::unwrap_used,
@@ -39,9 +41,19 @@ strict = {{ rate = 2, per = "1s", burst = 2 }}
     )
 }
 
+/// The system layer grants the platform operator's role every `system.` command. Its roles reach
+/// tenants whose own file leaves `rbac.roles` to the system layer: here `ops`, the platform
+/// owner's own tenant.
+fn system_toml() -> String {
+    format!("{SYSTEM}\n[rbac.roles]\nplatform = [\"system.*\"]\n")
+}
+
+const OPS_TOML: &str = "[rate.limits]\ndefault = { rate = 10000, per = \"1s\", burst = 10000 }\n";
+
 fn write_policy(dir: &Path, acme: &str) {
     std::fs::create_dir_all(dir.join("tenants")).unwrap();
-    std::fs::write(dir.join("system.toml"), SYSTEM).unwrap();
+    std::fs::write(dir.join("system.toml"), system_toml()).unwrap();
+    std::fs::write(dir.join("tenants/ops.toml"), OPS_TOML).unwrap();
     std::fs::write(dir.join("tenants/acme.toml"), acme).unwrap();
 }
 
@@ -149,7 +161,7 @@ fn builtin_permissions_come_from_policy() {
         n.dispatch(&aud, "audit.verify", "{}").unwrap()["valid"],
         true
     );
-    for cmd in ["audit.checkpoint", "policy.reload", "policy.explain"] {
+    for cmd in ["policy.reload", "policy.explain"] {
         let payload = if cmd == "policy.explain" {
             r#"{"key":"limits.max_payload_bytes"}"#
         } else {
@@ -184,11 +196,32 @@ fn builtin_permissions_come_from_policy() {
         reason(n.dispatch(&bob, "policy.reload", "{}").unwrap_err()),
         DenyReason::MissingPermission
     );
+    // The system forms: only a role the system layer grants them reaches them — not a tenant's
+    // `operator = ["policy.*", "audit.*"]`, not its `admin = ["*"]`.
+    let platform = ctx(&n, "ops", "pat", &["platform"], "UNCLASSIFIED");
+    for cmd in [
+        "system.policy.reload",
+        "system.audit.verify",
+        "system.audit.checkpoint",
+    ] {
+        for who in [&bob, &aud, &op, &admin] {
+            assert_eq!(
+                reason(n.dispatch(who, cmd, "{}").unwrap_err()),
+                DenyReason::MissingPermission,
+                "{cmd}"
+            );
+        }
+        assert!(n.dispatch(&platform, cmd, "{}").is_ok(), "{cmd}");
+    }
     // They are listed like any command, with the permission each requires.
     let listed: Vec<(String, String)> = n
         .commands()
         .into_iter()
-        .filter(|c| c.spec.name().starts_with("policy.") || c.spec.name().starts_with("audit."))
+        .filter(|c| {
+            ["policy.", "audit.", "system."]
+                .iter()
+                .any(|p| c.spec.name().starts_with(p))
+        })
         .map(|c| {
             (
                 c.spec.name().to_string(),
@@ -202,7 +235,9 @@ fn builtin_permissions_come_from_policy() {
             "policy.reload",
             "policy.explain",
             "audit.verify",
-            "audit.checkpoint"
+            "system.policy.reload",
+            "system.audit.verify",
+            "system.audit.checkpoint",
         ]
         .map(|s| (s.to_owned(), s.to_owned()))
     );
@@ -261,19 +296,54 @@ fn policy_explain_names_the_layer_and_file() {
 
 #[test]
 fn audit_verify_and_checkpoint_report_the_log() {
-    let n = build_in_memory();
+    let n = Nodus::builder()
+        .in_memory()
+        .master_key(master())
+        .policy(
+            nodus_core::PolicySources::new()
+                .with_system("system.toml", &system_toml())
+                .with_tenant(tenant("acme"), "tenants/acme.toml", &acme_toml(""))
+                .with_tenant(tenant("ops"), "tenants/ops.toml", OPS_TOML),
+        )
+        .command(Ping)
+        .build()
+        .unwrap();
     let admin = ctx(&n, "acme", "root", &["admin"], "UNCLASSIFIED");
     for i in 0..5 {
         n.invoke::<Ping>(&admin, i).unwrap();
     }
-    let cp = n.dispatch(&admin, "audit.checkpoint", "{}").unwrap();
+    let platform = ctx(&n, "ops", "pat", &["platform"], "UNCLASSIFIED");
+    let cp = n
+        .dispatch(&platform, "system.audit.checkpoint", "{}")
+        .unwrap();
     // Five pings, each flushed into the checkpoint before it was signed.
     assert_eq!(cp["checkpoint"]["size"], json!(5));
-    let v = n.dispatch(&admin, "audit.verify", "null").unwrap();
+    let v = n
+        .dispatch(&platform, "system.audit.verify", "null")
+        .unwrap();
     assert_eq!(v["valid"], true);
     // The checkpoint dispatch itself was audited after its checkpoint was taken.
     assert_eq!(v["size"], json!(6));
     assert!(v["checkpoints"].as_u64().unwrap() >= 1);
+    // The tenant's form: counts, the signed checkpoint, no records.
+    let t = n.dispatch(&admin, "audit.verify", "{}").unwrap();
+    assert_eq!(t["valid"], true);
+    assert_eq!(t["size"], json!(7));
+    assert_eq!(t["problem"], serde_json::Value::Null);
+    assert!(t["checkpoint"]["note"].as_str().unwrap().contains("— "));
+    let keys: Vec<&str> = t.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "checkpoint",
+            "checkpoints",
+            "problem",
+            "problem_index",
+            "size",
+            "uncovered",
+            "valid"
+        ]
+    );
     let e = n
         .dispatch(&admin, "audit.verify", r#"{"deep": true}"#)
         .unwrap_err();
