@@ -393,10 +393,23 @@ fn duplicate_or_malformed_compartments_name_mac_compartments() {
         "[\"A,B\"]",
         "[\"SECRET\"]",
     ] {
-        let e = only(PolicySources::new().with_system(
-            "system.toml",
-            &format!("[mac]\nlevels = [\"PUBLIC\", \"SECRET\"]\ncompartments = {comps}\n"),
-        ));
+        // The tenant's label is not reported again against a stand-in scheme.
+        let e = only(
+            PolicySources::new()
+                .with_schema(
+                    "schema.toml",
+                    "[keys.\"app.label\"]\ntype = \"label\"\nscope = \"user\"\n",
+                )
+                .with_system(
+                    "system.toml",
+                    &format!("[mac]\nlevels = [\"PUBLIC\", \"SECRET\"]\ncompartments = {comps}\n"),
+                )
+                .with_tenant(
+                    t("acme"),
+                    "tenants/acme.toml",
+                    "[app]\nlabel = \"SECRET//CRYPTO\"\n",
+                ),
+        );
         assert_eq!(
             (e.file.as_str(), e.layer, e.key.as_deref(), e.line),
             (
