@@ -287,7 +287,16 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         );
     }
     let pre = overlay(&defaults, Layer::System, &unlabelled);
-    let (scheme, scheme_ok) = label_scheme(&mut cx, system_doc, &system_pairs, &pre);
+    // A `mac.levels` or `mac.compartments` the system layer set but that failed its own check
+    // (wrong type, too many entries) is already reported: the scheme is then unknown.
+    let mac_failed = system_pairs.iter().any(|(k, _)| {
+        (k == "mac.levels" || k == "mac.compartments") && !unlabelled.values.contains_key(k)
+    });
+    let (scheme, scheme_ok) = if mac_failed {
+        (LabelScheme::default(), false)
+    } else {
+        label_scheme(&mut cx, system_doc, &system_pairs, &pre)
+    };
     // Under an invalid scheme (reported once, at its key) labels are only type-checked: checking
     // them against a stand-in scheme would report every label of every file again.
     let checked_scheme = scheme_ok.then_some(&scheme);

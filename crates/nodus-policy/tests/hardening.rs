@@ -506,11 +506,18 @@ fn legal_edge_values_are_accepted() {
     assert_eq!(top.compartments(), 1 | (1u128 << 127));
     assert_eq!(snap.label_scheme().levels().len(), 256);
     assert_eq!(snap.get_int("app.n").unwrap(), 9_007_199_254_740_992);
+    // One level more: one error at `mac.levels`, and the tenant's labels (valid under the scheme
+    // meant) are not reported again against a stand-in scheme.
     let too_many: Vec<String> = (0..257).map(|i| format!("\"L{i}\"")).collect();
-    let e = only(PolicySources::new().with_system(
-        "system.toml",
-        &format!("[mac]\nlevels = [{}]\n", too_many.join(", ")),
-    ));
+    let e = only(
+        PolicySources::new()
+            .with_schema("schema.toml", schema)
+            .with_system(
+                "system.toml",
+                &format!("[mac]\nlevels = [{}]\n", too_many.join(", ")),
+            )
+            .with_tenant(t("acme"), "tenants/acme.toml", "[app]\nlabel = \"L256\"\n"),
+    );
     assert_eq!(e.key.as_deref(), Some("mac.levels"), "{e}");
 }
 
