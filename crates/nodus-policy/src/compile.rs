@@ -287,7 +287,19 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         );
     }
     let pre = overlay(&defaults, Layer::System, &unlabelled);
-    let scheme = label_scheme(&mut cx, system_doc, &system_pairs, &pre);
+    // A `mac.levels` or `mac.compartments` the system layer set but that failed its own check
+    // (wrong type, too many entries) is already reported: the scheme is then unknown.
+    let mac_failed = system_pairs.iter().any(|(k, _)| {
+        (k == "mac.levels" || k == "mac.compartments") && !unlabelled.values.contains_key(k)
+    });
+    let (scheme, scheme_ok) = if mac_failed {
+        (LabelScheme::default(), false)
+    } else {
+        label_scheme(&mut cx, system_doc, &system_pairs, &pre)
+    };
+    // Under an invalid scheme (reported once, at its key) labels are only type-checked: checking
+    // them against a stand-in scheme would report every label of every file again.
+    let checked_scheme = scheme_ok.then_some(&scheme);
     // Labels are checked now that the scheme is known. Only labels that passed the first pass are
     // checked again: a problem the first pass found is already reported, once.
     let label_pairs: Vec<(String, Raw)> = system_pairs
@@ -298,7 +310,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         })
         .cloned()
         .collect();
-    let labelled = cx.check_layer(system_doc, Layer::System, &label_pairs, Some(&scheme), &[]);
+    let labelled = cx.check_layer(system_doc, Layer::System, &label_pairs, checked_scheme, &[]);
     let mut system = unlabelled;
     system.values.retain(|k, _| {
         !labelled.values.contains_key(k)
@@ -318,7 +330,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
         (&sources.tenants[..], &sources.users[..])
     };
     for (tenant, doc) in tenant_docs {
-        let entry = check_tenant(&mut cx, doc, &scheme, &system_effective);
+        let entry = check_tenant(&mut cx, doc, checked_scheme, &system_effective);
         tenants.insert(tenant.clone(), entry);
     }
     for (tenant, actor, doc) in user_docs {
@@ -336,7 +348,7 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
             );
             continue;
         };
-        let values = check_user(&mut cx, doc, &scheme, tenant_eff);
+        let values = check_user(&mut cx, doc, checked_scheme, tenant_eff);
         users.insert((tenant.clone(), actor.clone()), values);
     }
 
@@ -357,13 +369,14 @@ pub(crate) fn compile(sources: &PolicySources) -> Result<Compiled, PolicyErrors>
 /// `pre`). A problem names the key at fault, at its line: `mac.levels` for the levels,
 /// `mac.compartments` for the compartments (a duplicate of a level name included). A scheme under
 /// which a label default of the schema does not parse is an error too: at the system layer's
-/// `mac.*` key when the system layer sets the scheme, at the schema's key otherwise.
+/// `mac.*` key when the system layer sets the scheme, at the schema's key otherwise. Returns the
+/// scheme and whether it is valid (an invalid one is reported and replaced by the classic one).
 fn label_scheme(
     cx: &mut Ctx<'_>,
     doc: &Doc,
     pairs: &[(String, Raw)],
     pre: &Effective,
-) -> LabelScheme {
+) -> (LabelScheme, bool) {
     let line_of = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, r)| r.line);
     let levels = strings_of(pre, "mac.levels");
     let compartments = strings_of(pre, "mac.compartments");
@@ -383,7 +396,7 @@ fn label_scheme(
                 line_of(key),
                 PolicyErrorKind::InvalidLabel(e.to_string()),
             );
-            return LabelScheme::default();
+            return (LabelScheme::default(), false);
         }
     };
     let schema = cx.schema;
@@ -423,18 +436,18 @@ fn label_scheme(
             ),
         }
     }
-    scheme
+    (scheme, true)
 }
 
 /// Validates a tenant document against the system layer: its values and its effective policy.
 fn check_tenant(
     cx: &mut Ctx<'_>,
     doc: &Doc,
-    scheme: &LabelScheme,
+    scheme: Option<&LabelScheme>,
     system_effective: &Effective,
 ) -> (LayerValues, Arc<Effective>) {
     let pairs = cx.flatten(doc, Layer::Tenant);
-    let values = cx.check_layer(doc, Layer::Tenant, &pairs, Some(scheme), &[]);
+    let values = cx.check_layer(doc, Layer::Tenant, &pairs, scheme, &[]);
     check_locks(cx, doc, Layer::Tenant, &pairs);
     let effective = overlay(system_effective, Layer::Tenant, &values);
     (values, Arc::new(effective))
@@ -444,12 +457,12 @@ fn check_tenant(
 fn check_user(
     cx: &mut Ctx<'_>,
     doc: &Doc,
-    scheme: &LabelScheme,
+    scheme: Option<&LabelScheme>,
     tenant_effective: &Effective,
 ) -> LayerValues {
     let locked = strings_of(tenant_effective, "policy.lock");
     let pairs = cx.flatten(doc, Layer::User);
-    cx.check_layer(doc, Layer::User, &pairs, Some(scheme), &locked)
+    cx.check_layer(doc, Layer::User, &pairs, scheme, &locked)
 }
 
 /// One tenant's layer, validated and merged against an already compiled policy's schema, label
@@ -475,10 +488,11 @@ pub(crate) fn compile_tenant(
     let Some(doc) = &sources.doc else {
         return Err(cx.into_errors());
     };
-    let (values, effective) = check_tenant(&mut cx, doc, &base.scheme, &base.system_effective);
+    let (values, effective) =
+        check_tenant(&mut cx, doc, Some(&base.scheme), &base.system_effective);
     let mut users = BTreeMap::new();
     for (actor, udoc) in &sources.users {
-        let v = check_user(&mut cx, udoc, &base.scheme, &effective);
+        let v = check_user(&mut cx, udoc, Some(&base.scheme), &effective);
         users.insert(actor.clone(), v);
     }
     if !cx.is_clean() {

@@ -276,7 +276,7 @@ impl Schema {
                 )));
             }
             match (ty, &r.kind) {
-                (ValueType::Integer, RawKind::Int(i)) => {
+                (_, RawKind::Int(i)) => {
                     if i.unsigned_abs() > MAX_EXACT_INTEGER_BOUND.unsigned_abs() {
                         return Err(err(format!(
                             "`{name}` = {i} is beyond the exact range of a bound (±{MAX_EXACT_INTEGER_BOUND})"
@@ -287,14 +287,6 @@ impl Schema {
                 (ValueType::Integer, RawKind::Float(f)) => Err(err(format!(
                     "`{name}` = {f}: the bounds of an integer key are integers"
                 ))),
-                (_, RawKind::Int(i)) => {
-                    if i.unsigned_abs() > MAX_EXACT_INTEGER_BOUND.unsigned_abs() {
-                        return Err(err(format!(
-                            "`{name}` = {i} is beyond the exact range of a bound (±{MAX_EXACT_INTEGER_BOUND})"
-                        )));
-                    }
-                    Ok(Some(*i as f64))
-                }
                 (_, RawKind::Float(f)) if f.is_finite() => Ok(Some(*f)),
                 (_, RawKind::Float(f)) => {
                     Err(err(format!("`{name}` = {f}: bounds are finite numbers")))

@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use nodus_policy::{
-    ActorId, Layer, MAX_FILE_BYTES, MAX_TOTAL_BYTES, PolicyError, PolicyErrorKind, PolicySources,
-    PolicyStore, TenantId,
+    ActorId, Layer, MAX_DEPTH, MAX_FILE_BYTES, MAX_TOTAL_BYTES, PolicyError, PolicyErrorKind,
+    PolicySources, PolicyStore, TenantId,
 };
 
 fn t(s: &str) -> TenantId {
@@ -393,10 +393,23 @@ fn duplicate_or_malformed_compartments_name_mac_compartments() {
         "[\"A,B\"]",
         "[\"SECRET\"]",
     ] {
-        let e = only(PolicySources::new().with_system(
-            "system.toml",
-            &format!("[mac]\nlevels = [\"PUBLIC\", \"SECRET\"]\ncompartments = {comps}\n"),
-        ));
+        // The tenant's label is not reported again against a stand-in scheme.
+        let e = only(
+            PolicySources::new()
+                .with_schema(
+                    "schema.toml",
+                    "[keys.\"app.label\"]\ntype = \"label\"\nscope = \"user\"\n",
+                )
+                .with_system(
+                    "system.toml",
+                    &format!("[mac]\nlevels = [\"PUBLIC\", \"SECRET\"]\ncompartments = {comps}\n"),
+                )
+                .with_tenant(
+                    t("acme"),
+                    "tenants/acme.toml",
+                    "[app]\nlabel = \"SECRET//CRYPTO\"\n",
+                ),
+        );
         assert_eq!(
             (e.file.as_str(), e.layer, e.key.as_deref(), e.line),
             (
@@ -454,7 +467,8 @@ fn a_label_scheme_that_breaks_a_host_default_is_an_error() {
 fn legal_edge_values_are_accepted() {
     let levels: Vec<String> = (0..256).map(|i| format!("\"L{i}\"")).collect();
     let comps: Vec<String> = (0..128).map(|i| format!("\"C{i}\"")).collect();
-    let schema = "[keys.\"app.n\"]\ntype = \"integer\"\nscope = \"user\"\nmin = -9007199254740992\nmax = 9007199254740992\n[keys.\"app.label\"]\ntype = \"label\"\nscope = \"user\"\n";
+    // The extreme integer bounds, and a label default only the policy's own scheme can parse.
+    let schema = "[keys.\"app.n\"]\ntype = \"integer\"\nscope = \"user\"\nmin = -9007199254740992\nmax = 9007199254740992\n[keys.\"app.label\"]\ntype = \"label\"\nscope = \"user\"\ndefault = \"L255//C127\"\n";
     let store = PolicyStore::new(
         PolicySources::new()
             .with_schema("schema.toml", schema)
@@ -480,16 +494,30 @@ fn legal_edge_values_are_accepted() {
     )
     .unwrap();
     let snap = store.snapshot(&t("acme")).unwrap();
+    let alice = store.user_snapshot(&t("acme"), &a("alice")).unwrap();
+    // The default (the system snapshot: no tenant sets it there).
+    assert_eq!(
+        store.system_snapshot().get_label("app.label").unwrap(),
+        snap.label_scheme().parse("L255//C127").unwrap()
+    );
+    assert_eq!(alice.get_int("app.n").unwrap(), -9_007_199_254_740_992);
     let top = snap.get_label("app.label").unwrap();
     assert_eq!(top.level(), 255);
     assert_eq!(top.compartments(), 1 | (1u128 << 127));
     assert_eq!(snap.label_scheme().levels().len(), 256);
     assert_eq!(snap.get_int("app.n").unwrap(), 9_007_199_254_740_992);
+    // One level more: one error at `mac.levels`, and the tenant's labels (valid under the scheme
+    // meant) are not reported again against a stand-in scheme.
     let too_many: Vec<String> = (0..257).map(|i| format!("\"L{i}\"")).collect();
-    let e = only(PolicySources::new().with_system(
-        "system.toml",
-        &format!("[mac]\nlevels = [{}]\n", too_many.join(", ")),
-    ));
+    let e = only(
+        PolicySources::new()
+            .with_schema("schema.toml", schema)
+            .with_system(
+                "system.toml",
+                &format!("[mac]\nlevels = [{}]\n", too_many.join(", ")),
+            )
+            .with_tenant(t("acme"), "tenants/acme.toml", "[app]\nlabel = \"L256\"\n"),
+    );
     assert_eq!(e.key.as_deref(), Some("mac.levels"), "{e}");
 }
 
@@ -540,6 +568,19 @@ fn a_directory_over_the_total_cap_is_refused_at_the_file_that_passes_it() {
 
 #[test]
 fn deep_nesting_is_an_error_not_a_crash() {
+    // Past `MAX_DEPTH`: refused as too large, naming the file and the key.
+    let deep = format!(
+        "[plugins]\nallowed = {}\"p\"{}\n",
+        "[".repeat(MAX_DEPTH + 2),
+        "]".repeat(MAX_DEPTH + 2)
+    );
+    let e = only(PolicySources::new().with_tenant(t("acme"), "tenants/acme.toml", &deep));
+    assert_eq!(
+        (e.file.as_str(), e.key.as_deref(), e.line),
+        ("tenants/acme.toml", Some("plugins.allowed"), Some(2))
+    );
+    assert!(matches!(e.kind, PolicyErrorKind::TooLarge(_)), "{e}");
+    // Far past it, in the parser's own terms: still one error, never a stack overflow.
     let dotted = format!("{} = 1\n", vec!["a"; 50_000].join("."));
     let e = only(PolicySources::new().with_tenant(t("acme"), "tenants/acme.toml", &dotted));
     assert_eq!(e.file, "tenants/acme.toml");

@@ -215,6 +215,22 @@ fn tenant_wildcards_never_match_system_permissions_on_the_slow_path() {
     // Every permission is interned after the snapshots were compiled: the slow path decides.
     let store = PolicyStore::new(mixed()).unwrap();
     assert_eq!(decisions(&store), expected());
+    // Unknown tenants under `system_defaults` get the system snapshot, whose roles the system
+    // layer set: its `*` reaches reserved permissions.
+    let s = PolicySources::new().with_system(
+        "system.toml",
+        "[tenancy]\nunknown_tenants = \"system_defaults\"\n[rbac.roles]\nroot = [\"*\"]\n",
+    );
+    let store = PolicyStore::new(s).unwrap();
+    let snap = store.snapshot(&t("nobody")).unwrap();
+    let subject = Subject::new(
+        t("nobody"),
+        a("x"),
+        store.symbols().role_set(["root"]),
+        Label::BOTTOM,
+        snap.label_scheme(),
+    );
+    assert!(snap.permits(&subject, store.symbols().permission("system.policy.reload")));
 }
 
 #[test]
@@ -246,22 +262,4 @@ fn tenant_wildcards_never_match_system_permissions_in_the_compiled_bitsets() {
     let s = subject(&store, "acme", &["root"]);
     assert!(!snap.permits(&s, store.symbols().permission("system.policy.reload")));
     assert!(snap.permits(&s, store.symbols().permission("policy.reload")));
-}
-
-#[test]
-fn unknown_tenants_on_system_defaults_get_the_system_roles() {
-    let s = PolicySources::new().with_system(
-        "system.toml",
-        "[tenancy]\nunknown_tenants = \"system_defaults\"\n[rbac.roles]\nroot = [\"*\"]\n",
-    );
-    let store = PolicyStore::new(s).unwrap();
-    let snap = store.snapshot(&t("nobody")).unwrap();
-    let subject = Subject::new(
-        t("nobody"),
-        a("x"),
-        store.symbols().role_set(["root"]),
-        Label::BOTTOM,
-        snap.label_scheme(),
-    );
-    assert!(snap.permits(&subject, store.symbols().permission("system.policy.reload")));
 }
