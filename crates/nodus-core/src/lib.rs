@@ -11,7 +11,6 @@ mod nodus;
 mod policy_layer;
 mod policy_view;
 mod signer;
-mod watch;
 
 pub use builder::{AUDIT_FILE, NodusBuilder, VAULT_FILE};
 pub use error::{

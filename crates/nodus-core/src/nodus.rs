@@ -87,7 +87,7 @@ pub(crate) struct Inner {
     pub(crate) shutdown_lock: Mutex<bool>,
     pub(crate) reload_lock: Mutex<()>,
     /// The policy directory watcher, when `watch_policy` started one.
-    pub(crate) watcher: Mutex<Option<crate::watch::PolicyWatch>>,
+    pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
 }
 
 impl Inner {
@@ -964,7 +964,7 @@ impl Nodus {
             return Err(crate::WatchError::AlreadyWatching);
         }
         let weak = Arc::downgrade(&self.inner);
-        let watch = crate::watch::PolicyWatch::spawn(dir.clone(), interval, move || {
+        let watch = nodus_policy::PolicyWatcher::spawn(dir, interval, move || {
             let Some(inner) = weak.upgrade() else {
                 return false;
             };

@@ -10,6 +10,7 @@ mod source;
 mod store;
 pub mod subject;
 mod value;
+mod watch;
 
 pub use compile::Provenance;
 pub use error::{
@@ -23,10 +24,10 @@ pub use source::{
     MAX_DEPTH, MAX_ENTRIES_PER_FILE, MAX_FILE_BYTES, MAX_TOTAL_BYTES, PolicySources, TenantSources,
 };
 pub use store::{
-    Explanation, KeyChange, LayerValue, PolicyStore, PolicyWatcher, ReloadReport, StoreOptions,
-    TenantHandle,
+    Explanation, KeyChange, LayerValue, PolicyStore, ReloadReport, StoreOptions, TenantHandle,
 };
 pub use subject::{
     Interner, PermissionId, PermissionSet, RateClassId, RoleId, RoleSet, Subject, Symbols,
 };
 pub use value::{Layer, RateLimit, Scope, Value, ValueType, format_duration, parse_duration};
+pub use watch::PolicyWatcher;

@@ -2,11 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use parking_lot::Mutex;
@@ -997,96 +994,4 @@ fn diff(
         }
     }
     out
-}
-
-/// Reloads a policy directory whenever its files change (polling mtimes and sizes), on a thread
-/// it owns; stops and joins on [`PolicyWatcher::stop`] or drop.
-pub struct PolicyWatcher {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for PolicyWatcher {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PolicyWatcher")
-            .field("running", &self.thread.is_some())
-            .finish()
-    }
-}
-
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
-
-fn fingerprint(dir: &Path) -> Fingerprint {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            match e.metadata() {
-                Ok(m) if m.is_dir() => stack.push(p),
-                Ok(m) => out.push((p, m.modified().ok(), m.len())),
-                Err(_) => {}
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-impl PolicyWatcher {
-    /// Starts polling `dir` every `interval`; each reload attempt's result goes to `on_reload`.
-    ///
-    /// # Errors
-    /// The error of spawning the thread.
-    pub fn spawn<F>(
-        store: Arc<PolicyStore>,
-        dir: impl AsRef<Path>,
-        interval: Duration,
-        on_reload: F,
-    ) -> std::io::Result<Self>
-    where
-        F: Fn(Result<ReloadReport, PolicyErrors>) + Send + 'static,
-    {
-        let dir = dir.as_ref().to_path_buf();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("nodus-policy-watch".into())
-            .spawn(move || {
-                let mut last = fingerprint(&dir);
-                while !s.load(Ordering::Relaxed) {
-                    std::thread::sleep(interval);
-                    let now = fingerprint(&dir);
-                    if now != last {
-                        last = now;
-                        on_reload(PolicySources::from_dir(&dir).and_then(|src| store.reload(src)));
-                    }
-                }
-            })?;
-        Ok(PolicyWatcher {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops polling and joins the thread.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for PolicyWatcher {
-    fn drop(&mut self) {
-        self.halt();
-    }
 }

@@ -761,7 +761,7 @@ fn the_watcher_reloads_when_files_change() {
         PolicyStore::new(PolicySources::from_dir(dir.path()).unwrap()).unwrap(),
     );
     let (tx, rx) = std::sync::mpsc::channel();
-    let watcher = nodus_policy::PolicyWatcher::spawn(
+    let watcher = nodus_policy::PolicyWatcher::reloading(
         store.clone(),
         dir.path(),
         std::time::Duration::from_millis(20),
