@@ -106,6 +106,36 @@ fn every_acknowledged_event_survives_reopening() {
     }
 }
 
+#[test]
+fn two_handles_on_one_file_serialise_their_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fabric.db");
+    let node = fresh_node();
+    let a = SqliteEventLog::open(&path, node, Durability::Normal).unwrap();
+    let b = SqliteEventLog::open(&path, node, Durability::Normal).unwrap();
+    assert_eq!(a.node(), b.node());
+    let t = tenant("acme");
+    std::thread::scope(|s| {
+        for log in [&a, &b] {
+            let t = &t;
+            s.spawn(move || {
+                for i in 0..25 {
+                    log.append(t, vec![new_event(i)]).unwrap();
+                }
+            });
+        }
+    });
+    let events = a.read_chain(&t, a.node().chain(), 1, 100).unwrap();
+    assert_eq!(events.len(), 50);
+    assert!(
+        events
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.seq == i as u64 + 1)
+    );
+    assert!(b.verify(&t).unwrap().is_valid());
+}
+
 #[derive(Debug, PartialEq)]
 enum ProjectionError {
     Log(EventLogError),

@@ -54,6 +54,7 @@ pub fn run_all(make: Make<'_>) {
     read_chain_from_seq_with_limit(make);
     cursor_is_stable_across_appends_and_ingests(make);
     verify_passes_after_mixed_traffic(make);
+    concurrent_calls_keep_chains_contiguous(make);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -707,4 +708,44 @@ pub fn verify_passes_after_mixed_traffic(make: Make<'_>) {
     let empty = log.verify(&tenant("nobody")).unwrap();
     assert!(empty.is_valid());
     assert_eq!(empty.events, 0);
+}
+
+pub fn concurrent_calls_keep_chains_contiguous(make: Make<'_>) {
+    let log = make();
+    let t = tenant("acme");
+    let peer = peer_chain(&t, chain_id(16, 1), 40, 0);
+    std::thread::scope(|s| {
+        for w in 0..4u64 {
+            let log = &*log;
+            let t = &t;
+            s.spawn(move || {
+                for i in 0..10 {
+                    log.append(t, vec![new_event(w * 100 + i), new_event(w * 100 + i + 50)])
+                        .unwrap();
+                }
+            });
+        }
+        for half in peer.chunks(20) {
+            let log = &*log;
+            let t = &t;
+            let mut batch = half.to_vec();
+            batch.reverse();
+            s.spawn(move || {
+                log.ingest(t, batch).unwrap();
+            });
+        }
+    });
+    let mine = log
+        .read_chain(&t, log.node().chain(), 1, usize::MAX)
+        .unwrap();
+    assert_eq!(mine.len(), 80);
+    for (i, e) in mine.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1);
+    }
+    assert_eq!(head(&*log, &t, chain_id(16, 1)).unwrap().seq, 40);
+    let all = all_events(&*log, &t);
+    assert_eq!(all.len(), 120);
+    // Lamport times of local events are unique and increase along the chain.
+    assert!(mine.windows(2).all(|w| w[0].lamport < w[1].lamport));
+    assert!(log.verify(&t).unwrap().is_valid());
 }
