@@ -95,7 +95,8 @@ macro_rules! text_serde {
 }
 
 /// A node: the vault key id of its signing key, 16 bytes shown as `k` + 32 lowercase hex digits
-/// (the text form of `nodus_security::vault::KeyId`).
+/// (the text form of `nodus_security::vault::KeyId`; from a key id,
+/// `NodeId::from_bytes(*key_id.as_bytes())`).
 ///
 /// ```
 /// use nodus_fabric::NodeId;
