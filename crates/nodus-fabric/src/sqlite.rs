@@ -736,14 +736,10 @@ struct Ingest<'t, 'c> {
     heads: HashMap<ChainId, Head>,
     dirty: HashSet<ChainId>,
     has_pending: HashMap<ChainId, bool>,
+    /// Whether the tenant has anything in quarantine (looked up once, on first need).
+    any_quarantined: Option<bool>,
     held: Vec<EventRef>,
     report: IngestReport,
-}
-
-/// Where a stored version of an identity was found.
-enum Found {
-    Applied(Event),
-    Pending(Event),
 }
 
 impl<'t, 'c> Ingest<'t, 'c> {
@@ -762,6 +758,7 @@ impl<'t, 'c> Ingest<'t, 'c> {
             heads: HashMap::new(),
             dirty: HashSet::new(),
             has_pending: HashMap::new(),
+            any_quarantined: None,
             held: Vec::new(),
             report: IngestReport::default(),
         })
@@ -819,16 +816,13 @@ impl<'t, 'c> Ingest<'t, 'c> {
             return Ok(());
         }
         let chain = e.chain();
-        match self.find(&chain, e.seq)? {
-            Some(Found::Applied(stored) | Found::Pending(stored)) => {
-                if stored.hash == e.hash || self.quarantined(&e.hash)? {
-                    self.report.duplicates += 1;
-                } else {
-                    self.quarantine(EquivocationKind::SameSeq, stored, e)?;
-                }
-                return Ok(());
+        if let Some(stored) = self.find(&chain, e.seq)? {
+            if stored.hash == e.hash || self.quarantined(&e.hash)? {
+                self.report.duplicates += 1;
+            } else {
+                self.quarantine(EquivocationKind::SameSeq, stored, e)?;
             }
-            None => {}
+            return Ok(());
         }
         if self.quarantined(&e.hash)? {
             self.report.duplicates += 1;
@@ -866,15 +860,15 @@ impl<'t, 'c> Ingest<'t, 'c> {
     }
 
     /// The stored version of `(chain, seq)`, applied or pending.
-    fn find(&mut self, chain: &ChainId, seq: u64) -> Result<Option<Found>, EventLogError> {
+    fn find(&mut self, chain: &ChainId, seq: u64) -> Result<Option<Event>, EventLogError> {
         let head = self.head(chain)?;
         if seq <= head.seq {
-            return Ok(self.load(chain, seq, "events")?.map(Found::Applied));
+            return self.load(chain, seq, "events");
         }
         if !self.pending_in(chain)? {
             return Ok(None);
         }
-        Ok(self.load(chain, seq, "pending")?.map(Found::Pending))
+        self.load(chain, seq, "pending")
     }
 
     fn load(&self, chain: &ChainId, seq: u64, table: &str) -> Result<Option<Event>, EventLogError> {
@@ -921,7 +915,24 @@ impl<'t, 'c> Ingest<'t, 'c> {
         Ok(p)
     }
 
-    fn quarantined(&self, hash: &EventHash) -> Result<bool, EventLogError> {
+    /// Whether this exact version is in the tenant's quarantine.
+    fn quarantined(&mut self, hash: &EventHash) -> Result<bool, EventLogError> {
+        let any = match self.any_quarantined {
+            Some(any) => any,
+            None => {
+                let any = self
+                    .tx
+                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE tenant = ?1)")
+                    .map_err(storage)?
+                    .query_row([self.tenant.as_str()], |r| r.get::<_, bool>(0))
+                    .map_err(storage)?;
+                self.any_quarantined = Some(any);
+                any
+            }
+        };
+        if !any {
+            return Ok(false);
+        }
         self.tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM quarantine WHERE tenant = ?1 AND conflicting_hash = ?2)",
@@ -957,6 +968,7 @@ impl<'t, 'c> Ingest<'t, 'c> {
                 &conflicting.hash.as_bytes()[..]
             ])
             .map_err(storage)?;
+        self.any_quarantined = Some(true);
         self.report.equivocations.push(Equivocation {
             kind,
             stored,
