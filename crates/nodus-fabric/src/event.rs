@@ -464,19 +464,18 @@ impl fmt::Debug for Payload {
 }
 
 impl Serialize for Payload {
-    /// Serialises as the JSON value itself (not as a string).
+    /// Serialises as a string holding the canonical text, so the bytes the event hash covers
+    /// travel unchanged and a verifier never has to re-canonicalise JSON.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_value()
-            .map_err(serde::ser::Error::custom)?
-            .serialize(s)
+        s.serialize_str(&self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for Payload {
-    /// Accepts any JSON value and canonicalises it.
+    /// Accepts a string holding canonical text only ([`Payload::from_canonical`]).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        Payload::from_value(&v).map_err(serde::de::Error::custom)
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Payload::from_canonical(&s).map_err(serde::de::Error::custom)
     }
 }
 

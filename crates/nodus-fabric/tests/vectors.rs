@@ -119,6 +119,38 @@ fn unicode_and_empty_payload_vector() {
 }
 
 #[test]
+fn wire_form_carries_the_hashed_text() {
+    let e = vector_event(EventHash::ZERO, 1);
+    let json = serde_json::to_value(&e).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "tenant": "acme",
+            "node_id": "k000102030405060708090a0b0c0d0e0f",
+            "incarnation": "f0e0d0c0b0a090807060504030201000",
+            "seq": 1,
+            "lamport": 42,
+            "kind": "object.created",
+            "entity": "note-1",
+            "label": "SECRET//CRYPTO",
+            "payload": "{\"n\":1,\"title\":\"Hello\",\"x\":2.5}",
+            "model_ver": 2,
+            "prev_hash": "0000000000000000000000000000000000000000000000000000000000000000",
+            "hash": VECTOR_1,
+            "time_ms": 1_700_000_000_000u64,
+        })
+    );
+    let back: Event = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, e);
+    // A payload that is not canonical text is refused, not silently rewritten.
+    let mut bad = json;
+    bad["payload"] = serde_json::json!("{\"x\":2.5,\"n\":1}");
+    assert!(serde_json::from_value::<Event>(bad.clone()).is_err());
+    bad["payload"] = serde_json::json!({"n": 1});
+    assert!(serde_json::from_value::<Event>(bad).is_err());
+}
+
+#[test]
 fn decode_round_trips_the_vectors() {
     let first = vector_event(EventHash::ZERO, 1);
     let again = Event::decode(&first.canonical_bytes()).unwrap();
