@@ -2,9 +2,10 @@
 //!
 //! One JSON value has exactly one canonical text: object members sorted by the UTF-8 bytes of
 //! their keys, no whitespace outside strings, minimal string escapes, integers in plain decimal and
-//! other numbers in the shortest form that round-trips to the same binary64. The writer below does
-//! not rely on `serde_json`'s map ordering (a `preserve_order` feature enabled elsewhere in a build
-//! would change it), only on its number formatting.
+//! other numbers as ECMAScript writes them (the shortest form that round-trips to the same
+//! binary64). The writer below relies on neither `serde_json`'s map ordering (a `preserve_order`
+//! feature enabled elsewhere in a build would change it) nor its float formatting (which has
+//! changed between releases): only on Rust's own shortest round-trip digits.
 
 use std::fmt::Write as _;
 

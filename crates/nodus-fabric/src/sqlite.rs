@@ -120,8 +120,11 @@ impl std::fmt::Debug for SqliteEventLog {
 }
 
 impl SqliteEventLog {
-    /// Opens the log at `path`, creating it (with a new random incarnation) if it does not exist.
-    /// Reopening keeps the incarnation.
+    /// The file name of the log in a node's data directory: `data_dir/fabric.db`.
+    pub const FILE_NAME: &'static str = "fabric.db";
+
+    /// Opens the log at `path`, creating it (with a new random incarnation) if it does not exist;
+    /// its directory must exist. Reopening keeps the incarnation.
     ///
     /// # Errors
     /// [`EventLogError::WrongNode`] when the store belongs to another node,

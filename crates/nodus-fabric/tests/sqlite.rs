@@ -20,7 +20,7 @@ use rusqlite::Connection;
 fn reopening_keeps_the_incarnation_and_a_new_file_gets_a_new_one() {
     let dir = tempfile::tempdir().unwrap();
     let node = fresh_node();
-    let path = dir.path().join("fabric.db");
+    let path = dir.path().join(SqliteEventLog::FILE_NAME);
     let first = SqliteEventLog::open(&path, node, Durability::Full).unwrap();
     let info = first.node();
     assert_eq!(info.node_id, node);
@@ -283,7 +283,12 @@ fn verify_detects_a_payload_byte_edited_in_sqlite() {
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
-    assert!(log.read_tenant(&t, None, 100).is_err());
+    let e = log.read_tenant(&t, None, 100).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("`acme`") && msg.contains("`3`") && msg.contains(&format!("`{chain}`")),
+        "{msg}"
+    );
     // Other chains still read.
     assert_eq!(log.read_chain(&t, chain_id(3, 1), 1, 10).unwrap().len(), 3);
 }
