@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+
+mod canonical;
+mod event;
+mod log;
+mod sqlite;
+mod upcast;
+
+pub use canonical::{MAX_PAYLOAD_DEPTH, PayloadError};
+pub use event::{
+    ChainId, DecodeError, EVENT_TAG, EntityId, Event, EventHash, EventKind, EventLabel, EventRef,
+    FieldError, Incarnation, MAX_COUNTER, MAX_ENTITY_LEN, MAX_KIND_LEN, MAX_LABEL_LEN,
+    MAX_PAYLOAD_BYTES, NewEvent, NodeId, Payload,
+};
+pub use log::{
+    ChainHead, Cursor, Equivocation, EquivocationKind, EventLogError, IngestReport, NodeInfo,
+    ProblemKind, RejectReason, Rejection, TenantEventLog, VerifyProblem, VerifyReport,
+    VersionVector,
+};
+pub use sqlite::{Durability, STORE_FORMAT, SqliteEventLog};
+pub use upcast::{Upcast, UpcastError, UpcastFn, Upcasters};
