@@ -4,6 +4,7 @@ mod canonical;
 mod event;
 mod log;
 mod sqlite;
+pub mod types;
 mod upcast;
 
 pub use canonical::{MAX_PAYLOAD_DEPTH, PayloadError};
