@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use nodus_fabric::{SqliteEventLog, TenantEventLog};
 use nodus_policy::{LabelScheme, PolicySnapshot, PolicySources, PolicyStore};
 use nodus_registry::commands::{
     Command, CommandId, CommandRegistry, CommandSpec, Context, JsonCallError, RegistryError,
@@ -32,6 +33,8 @@ use crate::signer::VaultSigner;
 pub const VAULT_FILE: &str = "vault.db";
 /// The audit log file inside the data directory.
 pub const AUDIT_FILE: &str = "audit.db";
+/// The fabric's event log inside the data directory.
+pub const FABRIC_FILE: &str = nodus_fabric::SqliteEventLog::FILE_NAME;
 
 enum Storage {
     Dir(PathBuf),
@@ -257,6 +260,22 @@ impl NodusBuilder {
             (Some(t), _) | (None, Some(t)) => t,
             (None, None) => TrustStore::in_memory()?,
         };
+        // The fabric's event log follows the instance's durability setting (`audit.durability`).
+        let fabric_durability = match config.durability {
+            Durability::Normal => nodus_fabric::Durability::Normal,
+            _ => nodus_fabric::Durability::Full,
+        };
+        let (node_key, node_public) = crate::node::node_key(&vault)?;
+        let node_id = nodus_fabric::NodeId::from_bytes(*node_key.as_bytes());
+        let event_log = match &data_dir {
+            Some(dir) => SqliteEventLog::open(&dir.join(FABRIC_FILE), node_id, fabric_durability)?,
+            None => SqliteEventLog::in_memory(node_id)?,
+        };
+        let node = crate::NodeIdentity {
+            node_id,
+            incarnation: event_log.node().incarnation,
+            public_key: node_public,
+        };
         let audit: Arc<dyn AuditSink> = match self.audit {
             Some(a) => a,
             None => {
@@ -305,6 +324,8 @@ impl NodusBuilder {
             data_dir,
             shutdown_lock: Mutex::new(false),
             reload_lock: Mutex::new(()),
+            event_log: Arc::new(event_log),
+            node,
         });
         let _ = weak.0.set(Arc::downgrade(&inner));
         let nodus = Nodus { inner };

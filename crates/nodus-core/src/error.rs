@@ -201,6 +201,9 @@ pub enum BuildError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The fabric's event log could not be opened (e.g. it belongs to another node).
+    #[error("event log: {0}")]
+    EventLog(#[from] nodus_fabric::EventLogError),
     /// A policy setting the runtime needs has an unusable value.
     #[error("policy key `{key}`: {reason}")]
     Setting {

@@ -6,22 +6,25 @@ mod builder;
 pub mod builtins;
 mod clock;
 mod error;
+mod node;
 mod nodus;
 #[cfg(feature = "policy-layer")]
 mod policy_layer;
 mod policy_view;
 mod signer;
 
-pub use builder::{AUDIT_FILE, NodusBuilder, VAULT_FILE};
+pub use builder::{AUDIT_FILE, FABRIC_FILE, NodusBuilder, VAULT_FILE};
 pub use error::{
     BuildError, Denial, DenyReason, DispatchError, ReloadError, SubjectError, WatchError,
 };
+pub use node::{NODE_KEY_PURPOSE, NodeIdentity};
 pub use nodus::Nodus;
 #[cfg(feature = "policy-layer")]
 pub use policy_layer::PolicyFilter;
 pub use policy_view::PolicyView;
 pub use signer::AUDIT_KEY_PURPOSE;
 
+pub use nodus_fabric as fabric;
 /// Everything a host needs, re-exported from the subsystem crates.
 pub use nodus_policy as policy;
 pub use nodus_registry as registry;

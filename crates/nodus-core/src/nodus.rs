@@ -86,6 +86,10 @@ pub(crate) struct Inner {
     pub(crate) data_dir: Option<PathBuf>,
     pub(crate) shutdown_lock: Mutex<bool>,
     pub(crate) reload_lock: Mutex<()>,
+    /// The fabric's event log (SQLite, `fabric.db` in the data directory).
+    pub(crate) event_log: Arc<nodus_fabric::SqliteEventLog>,
+    /// This instance as a fabric node.
+    pub(crate) node: crate::NodeIdentity,
     /// The policy directory watcher, when `watch_policy` started one.
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
 }
@@ -993,6 +997,25 @@ impl Nodus {
     /// this handle is audited as `vault.scope_denied` ([`crate::AuditedVault`]).
     pub fn vault(&self) -> &Arc<dyn SecretVault> {
         &self.inner.vault
+    }
+
+    /// This instance as a node of the fabric: its node id (the vault key id of its Ed25519 signing
+    /// key, purpose [`crate::NODE_KEY_PURPOSE`]), the incarnation of its event store, and its
+    /// public key — what a peer adds to its trust store to accept this node's events.
+    pub fn node(&self) -> crate::NodeIdentity {
+        self.inner.node
+    }
+
+    /// Verifies every hash chain of `tenant` in the fabric's event log.
+    ///
+    /// # Errors
+    /// The event log's storage error.
+    pub fn verify_events(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<nodus_fabric::VerifyReport, nodus_fabric::EventLogError> {
+        use nodus_fabric::TenantEventLog;
+        self.inner.event_log.verify(tenant)
     }
 
     /// The audit log.

@@ -435,3 +435,75 @@ fn the_audit_witness_lives_where_the_host_puts_it_and_guards_the_next_build() {
     n.shutdown().unwrap();
     assert!(witness.exists());
 }
+
+/// Each instance is a fabric node: an Ed25519 key in its vault (whose key id is the node id) and
+/// the incarnation of its event store, both stable across restarts of one data directory.
+#[test]
+fn an_instance_is_a_node_whose_identity_survives_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = || {
+        Nodus::builder()
+            .data_dir(dir.path())
+            .master_key(master())
+            .policy(sources(false))
+            .build()
+            .unwrap()
+    };
+    let n = build();
+    let first = n.node();
+    assert!(dir.path().join(nodus_core::FABRIC_FILE).exists());
+    // The node key is a system key of the vault, purpose `node`, whose public half peers trust.
+    let key = n
+        .vault()
+        .find(
+            &nodus_core::security::vault::KeyScope::System,
+            nodus_core::NODE_KEY_PURPOSE,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.as_bytes(), first.node_id.as_bytes());
+    assert_eq!(n.vault().public_key(&key, None).unwrap(), first.public_key);
+    let json = serde_json::to_value(first).unwrap();
+    assert_eq!(json["node_id"], first.node_id.to_string());
+    assert_eq!(json["public_key"].as_str().unwrap().len(), 64);
+    let report = n.verify_events(&tenant("acme")).unwrap();
+    assert!(report.problems.is_empty());
+    drop(n);
+    let again = build();
+    assert_eq!(again.node(), first);
+    drop(again);
+
+    // Another data directory is another node; an in-memory instance is one too.
+    let other = tempfile::tempdir().unwrap();
+    let n2 = Nodus::builder()
+        .data_dir(other.path())
+        .master_key(master())
+        .policy(sources(false))
+        .build()
+        .unwrap();
+    assert_ne!(n2.node().node_id, first.node_id);
+    let mem = base().build().unwrap();
+    assert_ne!(mem.node().incarnation, first.incarnation);
+    drop(n2);
+
+    // A fabric store belongs to its node: moved under another vault, it is refused.
+    std::fs::copy(
+        dir.path().join(nodus_core::FABRIC_FILE),
+        other.path().join(nodus_core::FABRIC_FILE),
+    )
+    .unwrap();
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(
+            other
+                .path()
+                .join(format!("{}{suffix}", nodus_core::FABRIC_FILE)),
+        );
+    }
+    let e = Nodus::builder()
+        .data_dir(other.path())
+        .master_key(master())
+        .policy(sources(false))
+        .build()
+        .unwrap_err();
+    assert!(matches!(e, BuildError::EventLog(_)), "{e}");
+}
