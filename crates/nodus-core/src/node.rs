@@ -34,13 +34,17 @@ impl Serialize for NodeIdentity {
     }
 }
 
-/// The node's signing key: found in the vault, or made on first use.
-pub(crate) fn node_key(vault: &Arc<dyn SecretVault>) -> Result<(KeyId, [u8; 32]), VaultError> {
-    let key = match vault.find(&KeyScope::System, NODE_KEY_PURPOSE)? {
+/// The system-scoped Ed25519 key of `purpose` (the node's, the audit log's): found in the vault,
+/// or made on first use; with its public half.
+pub(crate) fn system_signing_key(
+    vault: &Arc<dyn SecretVault>,
+    purpose: &str,
+) -> Result<(KeyId, [u8; 32]), VaultError> {
+    let key = match vault.find(&KeyScope::System, purpose)? {
         Some(k) => k,
         None => {
             vault
-                .generate(&KeyScope::System, NODE_KEY_PURPOSE, KeyAlgorithm::Ed25519)?
+                .generate(&KeyScope::System, purpose, KeyAlgorithm::Ed25519)?
                 .id
         }
     };

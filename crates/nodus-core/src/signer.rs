@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use nodus_security::audit::{AuditError, CheckpointSigner};
-use nodus_security::vault::{KeyAlgorithm, KeyId, KeyScope, SecretVault, VaultError};
+use nodus_security::vault::{KeyId, SecretVault, VaultError};
 
 /// The vault purpose of the audit log's checkpoint signing key.
 pub const AUDIT_KEY_PURPOSE: &str = "audit.checkpoint";
@@ -20,15 +20,7 @@ pub(crate) struct VaultSigner {
 impl VaultSigner {
     /// Finds (or creates on first use) the system key with purpose [`AUDIT_KEY_PURPOSE`].
     pub(crate) fn new(vault: Arc<dyn SecretVault>, name: &str) -> Result<Self, VaultError> {
-        let key = match vault.find(&KeyScope::System, AUDIT_KEY_PURPOSE)? {
-            Some(k) => k,
-            None => {
-                vault
-                    .generate(&KeyScope::System, AUDIT_KEY_PURPOSE, KeyAlgorithm::Ed25519)?
-                    .id
-            }
-        };
-        let public = vault.public_key(&key, None)?;
+        let (key, public) = crate::node::system_signing_key(&vault, AUDIT_KEY_PURPOSE)?;
         Ok(VaultSigner {
             vault,
             key,
