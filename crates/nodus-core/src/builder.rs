@@ -265,7 +265,8 @@ impl NodusBuilder {
             Durability::Normal => nodus_fabric::Durability::Normal,
             _ => nodus_fabric::Durability::Full,
         };
-        let (node_key, node_public) = crate::node::system_signing_key(&vault, crate::NODE_KEY_PURPOSE)?;
+        let (node_key, node_public) =
+            crate::node::system_signing_key(&vault, crate::NODE_KEY_PURPOSE)?;
         let node_id = nodus_fabric::NodeId::from_bytes(*node_key.as_bytes());
         let event_log = match &data_dir {
             Some(dir) => SqliteEventLog::open(&dir.join(FABRIC_FILE), node_id, fabric_durability)?,
