@@ -80,7 +80,7 @@ fn bench(c: &mut Criterion) {
     ] {
         sy.permission(p);
     }
-    store.reload(PolicySources::new().with_tenant(acme.clone(), "tenants/acme.toml", "[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\", \"reports.read\"]\nadmin = [\"*\"]\n[cache]\ncapacity = 1\n")).unwrap();
+    store.reload(PolicySources::new().with_tenant(acme.clone(), "tenants/acme.toml", "[rbac.roles]\nviewer = [\"notes.read\"]\neditor = [\"notes.*\", \"reports.read\"]\nadmin = [\"*\"]\n[retention]\nevents_days = 1\n")).unwrap();
     let create = sy.permission("notes.create");
     let subject = Subject::new(
         acme.clone(),

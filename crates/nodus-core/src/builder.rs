@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use nodus_fabric::state::{QuickStateStore, StateStore};
 use nodus_fabric::{SqliteEventLog, TenantEventLog};
 use nodus_policy::{LabelScheme, PolicySnapshot, PolicySources, PolicyStore};
 use nodus_registry::commands::{
@@ -61,6 +62,7 @@ pub struct NodusBuilder {
     policy_error: Option<nodus_policy::PolicyErrors>,
     vault: Option<Arc<dyn SecretVault>>,
     audit: Option<Arc<dyn AuditSink>>,
+    objects_cache: Option<Arc<dyn StateStore>>,
     audit_origin: Option<String>,
     audit_witness: WitnessConfig,
     registrations: Vec<Registration>,
@@ -128,6 +130,13 @@ impl NodusBuilder {
     /// Replace the default SQLite audit log.
     pub fn with_audit(mut self, audit: impl AuditSink + 'static) -> Self {
         self.audit = Some(Arc::new(audit));
+        self
+    }
+
+    /// Replace the object cache (default: a [`QuickStateStore`] named `objects`). Its capacity and
+    /// TTL are set from the system policy (`state.cache.objects.*`) at build and on every reload.
+    pub fn with_objects_cache(mut self, cache: impl StateStore + 'static) -> Self {
+        self.objects_cache = Some(Arc::new(cache));
         self
     }
 
@@ -302,6 +311,14 @@ impl NodusBuilder {
                 });
             }
         };
+        let cache_config = crate::nodus::objects_cache_config(&system)?;
+        let objects_cache: Arc<dyn StateStore> = match self.objects_cache {
+            Some(c) => {
+                c.configure(cache_config);
+                c
+            }
+            None => Arc::new(QuickStateStore::new("objects", cache_config)),
+        };
         let default_class = policy.symbols().rate_class("default");
         let inner = Arc::new(Inner {
             id: next_instance_id(),
@@ -326,6 +343,7 @@ impl NodusBuilder {
             shutdown_lock: Mutex::new(false),
             reload_lock: Mutex::new(()),
             event_log: Arc::new(event_log),
+            objects_cache,
             node,
         });
         let _ = weak.0.set(Arc::downgrade(&inner));

@@ -58,6 +58,28 @@ fn same_tenant(a: &TenantId, b: &TenantId) -> bool {
         && a_rest.iter().zip(b_rest).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// The object cache's settings from the system policy (`state.cache.objects.*`).
+pub(crate) fn objects_cache_config(
+    system: &PolicySnapshot,
+) -> Result<nodus_fabric::state::CacheConfig, crate::BuildError> {
+    let key = "state.cache.objects.capacity_bytes";
+    let capacity = system
+        .get_int(key)
+        .ok()
+        .and_then(|c| u64::try_from(c).ok())
+        .ok_or_else(|| crate::BuildError::Setting {
+            key: key.to_owned(),
+            reason: "missing or negative".to_owned(),
+        })?;
+    let ttl = system
+        .get_duration("state.cache.objects.ttl")
+        .map_err(|e| crate::BuildError::Setting {
+            key: "state.cache.objects.ttl".to_owned(),
+            reason: e.to_string(),
+        })?;
+    Ok(nodus_fabric::state::CacheConfig::with_capacity(capacity).ttl(ttl))
+}
+
 /// Where the policy came from, so that `policy.reload` can re-read it.
 #[derive(Debug, Clone)]
 pub(crate) enum PolicyOrigin {
@@ -90,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) event_log: Arc<nodus_fabric::SqliteEventLog>,
     /// This instance as a fabric node.
     pub(crate) node: crate::NodeIdentity,
+    /// The object cache in front of the fabric's projections.
+    pub(crate) objects_cache: Arc<dyn nodus_fabric::state::StateStore>,
     /// The policy directory watcher, when `watch_policy` started one.
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
 }
@@ -710,7 +734,13 @@ impl Nodus {
     ) -> Result<ReloadReport, ReloadError> {
         match result {
             Ok(report) => {
-                let scheme = self.inner.policy.system_snapshot().label_scheme().clone();
+                let system = self.inner.policy.system_snapshot();
+                // Cache sizes follow the policy at once; entries decided under the old policy are
+                // unreachable already (the snapshot epoch is part of every key).
+                if let Ok(config) = objects_cache_config(&system) {
+                    self.inner.objects_cache.configure(config);
+                }
+                let scheme = system.label_scheme().clone();
                 let changes = self.inner.commands.revalidate(&scheme);
                 self.revalidate_extensions(time_ms)?;
                 let mut rec = AuditRecord::new("policy.reloaded", Outcome::Allowed);
@@ -997,6 +1027,12 @@ impl Nodus {
     /// this handle is audited as `vault.scope_denied` ([`crate::AuditedVault`]).
     pub fn vault(&self) -> &Arc<dyn SecretVault> {
         &self.inner.vault
+    }
+
+    /// The memory profile of every cache in the state layer: entries, weight, capacity, TTL, hits,
+    /// misses, inserts and evictions.
+    pub fn state_report(&self) -> Vec<nodus_fabric::state::CacheReport> {
+        vec![self.inner.objects_cache.report()]
     }
 
     /// This instance as a node of the fabric: its node id (the vault key id of its Ed25519 signing

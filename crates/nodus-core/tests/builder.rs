@@ -507,3 +507,34 @@ fn an_instance_is_a_node_whose_identity_survives_restarts() {
         .unwrap_err();
     assert!(matches!(e, BuildError::EventLog(_)), "{e}");
 }
+
+/// The object cache's capacity and TTL come from the system policy and follow a reload at once.
+#[test]
+fn the_state_report_follows_the_policy() {
+    let n = base().build().unwrap();
+    let report = n.state_report();
+    assert_eq!(report.len(), 1);
+    assert_eq!(report[0].name, "objects");
+    assert_eq!(report[0].config.capacity_bytes, 64 << 20);
+    assert_eq!(
+        report[0].config.ttl,
+        Some(std::time::Duration::from_secs(300))
+    );
+    let sources = PolicySources::new()
+        .with_system(
+            "system.toml",
+            &format!("{SYSTEM}\n[state.cache.objects]\ncapacity_bytes = 4096\nttl = \"0s\"\n"),
+        )
+        .with_tenant(tenant("acme"), "tenants/acme.toml", &tenant_toml(false));
+    n.reload_policy(sources).unwrap();
+    let report = n.state_report();
+    assert_eq!(report[0].config.capacity_bytes, 4096);
+    assert_eq!(report[0].config.ttl, None);
+    // A tenant cannot size the instance's cache.
+    let tenant_sets_it = PolicySources::new().with_tenant(
+        tenant("acme"),
+        "tenants/acme.toml",
+        "[state.cache.objects]\ncapacity_bytes = 1\n",
+    );
+    assert!(n.reload_policy(tenant_sets_it).is_err());
+}

@@ -4,6 +4,7 @@ mod canonical;
 mod event;
 mod log;
 mod sqlite;
+pub mod state;
 pub mod types;
 mod upcast;
 

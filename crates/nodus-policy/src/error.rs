@@ -412,13 +412,13 @@ mod tests {
         let e = PolicyError {
             file: "tenants/acme.toml".into(),
             layer: Layer::Tenant,
-            key: Some("cache.ttl".into()),
+            key: Some("observability.level".into()),
             line: Some(3),
             kind: PolicyErrorKind::Locked,
         };
         assert_eq!(
             e.to_string(),
-            "tenants/acme.toml:3: tenant layer: `cache.ttl`: the tenant locked it for its users"
+            "tenants/acme.toml:3: tenant layer: `observability.level`: the tenant locked it for its users"
         );
         assert!(
             ExplainError::Unset("a.b".into())

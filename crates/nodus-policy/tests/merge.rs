@@ -426,7 +426,7 @@ fn failed_reload_of_any_kind_leaves_every_snapshot_byte_identical() {
                 t("acme"),
                 a("alice"),
                 "users/alice.toml",
-                "[cache]\ncapacity = 1\n",
+                "[retention]\nevents_days = 1\n",
             ),
         ),
         (
@@ -599,7 +599,7 @@ fn line(key: &str, s: Set) -> String {
 const KEYS: [(&str, Scope); 4] = [
     ("observability.sampling_rate", Scope::User),
     ("observability.level", Scope::User),
-    ("cache.capacity", Scope::Tenant),
+    ("links.max_depth", Scope::Tenant),
     ("audit.queue_capacity", Scope::System),
 ];
 
@@ -613,7 +613,10 @@ fn legal(key: &str, n: u8) -> (String, Value) {
             let l = ["trace", "debug", "info", "warn", "error"][usize::from(n) % 5];
             (format!("\"{l}\""), Value::Str(l.into()))
         }
-        "cache.capacity" => (n.to_string(), Value::Int(i64::from(n))),
+        "links.max_depth" => {
+            let d = n % 64 + 1;
+            (d.to_string(), Value::Int(i64::from(d)))
+        }
         _ => ((u32::from(n) + 1).to_string(), Value::Int(i64::from(n) + 1)),
     }
 }
@@ -735,7 +738,7 @@ proptest! {
     #[test]
     fn override_above_scope_is_always_an_error(ten in any::<bool>(), usr in any::<bool>(), other in set()) {
         prop_assume!(ten || usr);
-        let tenant = format!("{}{}", if ten { "[observability]\nenabled = false\n" } else { "" }, line("[cache]\ncapacity", other));
+        let tenant = format!("{}{}", if ten { "[observability]\nenabled = false\n" } else { "" }, line("[retention]\nevents_days", other));
         let user = if usr { "[links]\nmax_depth = 3\n" } else { "" };
         let s = PolicySources::new()
             .with_tenant(t("acme"), "tenants/acme.toml", &tenant)

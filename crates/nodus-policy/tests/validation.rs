@@ -152,8 +152,11 @@ fn wrong_type() {
     );
     let e = only(tenant("[rbac.roles]\nviewer = [\"a.b\", 3]\n"));
     assert_names(&e, "tenants/acme.toml", Layer::Tenant, "rbac.roles");
-    let e = only(tenant("[cache]\nttl = \"5 minutes\"\n"));
-    assert_names(&e, "tenants/acme.toml", Layer::Tenant, "cache.ttl");
+    let e = only(PolicySources::new().with_system(
+        "system.toml",
+        "[state.cache.objects]\nttl = \"5 minutes\"\n",
+    ));
+    assert_names(&e, "system.toml", Layer::System, "state.cache.objects.ttl");
     assert!(matches!(e.kind, PolicyErrorKind::WrongType { .. }));
     // A float that is not a number is a wrong type too, with a message that says why.
     let e = only(user("", "[observability]\nsampling_rate = nan\n"));
