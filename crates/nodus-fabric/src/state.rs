@@ -158,6 +158,33 @@ impl Hash for Key {
     }
 }
 
+/// A lookup key borrowing its parts: a `get` allocates nothing. Hashes exactly as [`Key`].
+#[derive(Clone, Copy)]
+struct KeyRef<'a> {
+    tenant: &'a str,
+    generation: u64,
+    who: Visibility,
+    entity: &'a str,
+}
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.tenant.hash(state);
+        self.generation.hash(state);
+        self.who.hash(state);
+        self.entity.hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.generation == key.generation
+            && self.who == key.who
+            && self.entity == &*key.entity
+            && self.tenant == key.tenant.as_str()
+    }
+}
+
 #[derive(Clone)]
 struct Entry {
     value: Arc<Value>,
@@ -282,7 +309,12 @@ impl StateStore for QuickStateStore {
     }
 
     fn get(&self, tenant: &TenantId, who: &Visibility, entity: &str) -> Option<Arc<Value>> {
-        let key = self.key(tenant, who, entity);
+        let key = KeyRef {
+            tenant: tenant.as_str(),
+            generation: self.generation(tenant),
+            who: *who,
+            entity,
+        };
         let ttl = self.ttl_nanos.load(Ordering::Relaxed);
         let expired = |e: &Entry| ttl != 0 && e.at.elapsed() >= Duration::from_nanos(ttl);
         let fresh = self.cache.get(&key).and_then(|e| {
