@@ -946,3 +946,72 @@ fn redefinition_revalidates_stored_objects() {
     );
     assert_eq!(strict.get_type(&t, &snap, "note").unwrap().version(), 2);
 }
+
+#[test]
+fn ingest_applies_remote_events_and_reports_malformed_ones() {
+    use nodus_fabric::{EntityId, EventKind, EventLabel, NewEvent, Payload};
+    let snap = snapshot();
+    let t = tenant();
+    let local = fabric(1);
+    let remote = fabric(2);
+    with_note(&remote, &snap);
+    let u = subject(&snap, "ann", "UNCLASSIFIED");
+    remote
+        .create(
+            &t,
+            &snap,
+            &u,
+            "note",
+            Some("r".into()),
+            None,
+            json!({"title": "remote"}),
+        )
+        .unwrap();
+    // A fabric kind with a payload that is not a fabric payload, and a kind that is not ours.
+    let bad = NewEvent::new(
+        EventKind::new("object.updated").unwrap(),
+        EntityId::new("note/r").unwrap(),
+        EventLabel::new("UNCLASSIFIED").unwrap(),
+        Payload::from_value(&json!({"nonsense": true})).unwrap(),
+    );
+    let other = NewEvent::new(
+        EventKind::new("config.set").unwrap(),
+        EntityId::new("k").unwrap(),
+        EventLabel::new("UNCLASSIFIED").unwrap(),
+        Payload::from_value(&json!(1)).unwrap(),
+    );
+    let odd = remote.log().append(&t, vec![bad, other]).unwrap();
+    let all = remote.log().read_tenant(&t, None, 100).unwrap().0;
+    let report = local.ingest(&t, all.clone()).unwrap();
+    assert_eq!(report.log.applied.len(), 4);
+    assert_eq!(report.unprojected, vec![odd[0].event_ref()]);
+    let v = local.get(&t, &snap, &u, "note", "r").unwrap();
+    assert_eq!((v.data, v.version), (json!({"title": "remote"}), 1));
+    // Again: duplicates, no effect.
+    let before = local.projection_rows(&t).unwrap();
+    let again = local.ingest(&t, all).unwrap();
+    assert_eq!(again.log.duplicates, 4);
+    assert_eq!(local.projection_rows(&t).unwrap(), before);
+    // Rebuild gives the same.
+    local.rebuild(&t).unwrap();
+    assert_eq!(local.projection_rows(&t).unwrap(), before);
+}
+
+#[test]
+fn a_subject_of_another_label_scheme_is_refused() {
+    let snap = snapshot();
+    let f = fabric(1);
+    with_note(&f, &snap);
+    let other_scheme = nodus_policy::LabelScheme::new(["LOW", "HIGH"], ["X"]).unwrap();
+    let stale = nodus_policy::Subject::new(
+        tenant(),
+        nodus_policy::ActorId::new("old").unwrap(),
+        nodus_policy::RoleSet::from_ids([]),
+        other_scheme.parse("LOW").unwrap(),
+        &other_scheme,
+    );
+    assert_eq!(
+        f.get(&tenant(), &snap, &stale, "note", "x").unwrap_err(),
+        FabricError::StaleSubject
+    );
+}

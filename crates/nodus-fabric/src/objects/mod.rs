@@ -18,10 +18,11 @@
 mod apply;
 mod query;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use nodus_policy::{Label, LabelScheme, PolicySnapshot, Subject, TenantId};
+use nodus_policy::{Label, LabelScheme, PolicySnapshot, SchemeId, Subject, TenantId};
+use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -36,7 +37,7 @@ use crate::types::{TypeDef, TypeDoc, TypeError, TypeName, ValidationIssue};
 
 pub use query::{Direction, ListQuery, Op, Page, Predicate};
 
-/// Most characters an object id may have.
+/// Most bytes (UTF-8) an object id may have.
 pub const MAX_ID_LEN: usize = 128;
 /// Most items one [`Fabric::list`] page may hold.
 pub const MAX_PAGE: usize = 1000;
@@ -225,6 +226,10 @@ pub enum FabricError {
     /// The subject belongs to another tenant.
     #[error("the subject belongs to another tenant")]
     TenantMismatch,
+    /// The subject's clearance was parsed under another label scheme than the snapshot's (the
+    /// policy's labels changed since): its labels cannot be compared, so nothing is decided.
+    #[error("the subject's clearance belongs to another label scheme: start a new session")]
+    StaleSubject,
     /// A type definition error.
     #[error(transparent)]
     Type(#[from] TypeError),
@@ -302,10 +307,25 @@ pub struct FabricIngestReport {
     pub unprojected: Vec<EventRef>,
 }
 
-/// The objects and types of every tenant of one [`SqliteEventLog`]. Cheap to share (`Arc`).
-#[derive(Debug)]
+/// Compiled types by `(tenant, name)`: the stamp of the definition they were compiled from and
+/// the label scheme they were compiled under.
+type TypeCache = HashMap<(TenantId, String), (String, SchemeId, TypeDef)>;
+
+/// The objects and types of every tenant of one [`SqliteEventLog`]. Share it in an `Arc`.
+///
+/// Compiled types are cached per `(tenant, name)` and recompiled when the stored definition or the
+/// label scheme changes.
 pub struct Fabric {
     log: Arc<SqliteEventLog>,
+    types: Mutex<TypeCache>,
+}
+
+impl std::fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fabric")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One stored labelled version of an object (a row of `fabric_objects`).
@@ -408,8 +428,8 @@ fn view(
 
 fn check_id(id: &str) -> Result<()> {
     let bad = |reason| Err(FabricError::InvalidId { reason });
-    if id.is_empty() || id.chars().count() > MAX_ID_LEN {
-        return bad("an id has 1 to 128 characters");
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return bad("an id has 1 to 128 bytes");
     }
     if id.chars().any(char::is_control) {
         return bad("an id has no control characters");
@@ -419,7 +439,7 @@ fn check_id(id: &str) -> Result<()> {
 
 fn entity(type_name: &str, id: &str) -> Result<EntityId> {
     EntityId::new(format!("{type_name}/{id}")).map_err(|_| FabricError::InvalidId {
-        reason: "an id has 1 to 128 characters",
+        reason: "an id has 1 to 128 bytes",
     })
 }
 
@@ -433,12 +453,14 @@ fn event_label(text: &str) -> Result<EventLabel> {
     })
 }
 
-fn check_tenant(tenant: &TenantId, subject: &Subject) -> Result<()> {
-    if subject.tenant() == tenant {
-        Ok(())
-    } else {
-        Err(FabricError::TenantMismatch)
+fn check_subject(tenant: &TenantId, snap: &PolicySnapshot, subject: &Subject) -> Result<()> {
+    if subject.tenant() != tenant {
+        return Err(FabricError::TenantMismatch);
     }
+    if subject.scheme() != snap.label_scheme().id() {
+        return Err(FabricError::StaleSubject);
+    }
+    Ok(())
 }
 
 /// Refuses encrypted fields and invalid data.
@@ -517,7 +539,10 @@ impl Fabric {
     /// [`FabricError::Log`] when the tables cannot be created.
     pub fn new(log: Arc<SqliteEventLog>) -> Result<Fabric> {
         log.read_projection(|c| c.execute_batch(SCHEMA))?;
-        Ok(Fabric { log })
+        Ok(Fabric {
+            log,
+            types: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The log under this fabric.
@@ -536,12 +561,34 @@ impl Fabric {
         name: &str,
     ) -> Result<TypeDef> {
         let name = TypeName::new(name)?;
-        let doc = self
-            .read(|c| load_type(c, tenant, name.as_str()))?
+        let (stamp, doc) = self
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT stamp, doc FROM fabric_types WHERE tenant = ?1 AND name = ?2",
+                )?
+                .query_row([tenant.as_str(), name.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .optional()?)
+            })?
             .ok_or_else(|| FabricError::UnknownType {
                 name: name.to_string(),
             })?;
-        Ok(TypeDef::from_doc(doc, snap.label_scheme())?)
+        let scheme = snap.label_scheme();
+        let key = (tenant.clone(), name.to_string());
+        if let Some((s, id, def)) = self.types.lock().get(&key)
+            && *s == stamp
+            && *id == scheme.id()
+        {
+            return Ok(def.clone());
+        }
+        let doc: TypeDoc =
+            serde_json::from_str(&doc).map_err(|_| corrupt(format!("type `{name}`")))?;
+        let def = TypeDef::from_doc(doc, scheme)?;
+        self.types
+            .lock()
+            .insert(key, (stamp, scheme.id(), def.clone()));
+        Ok(def)
     }
 
     // ---- types ---------------------------------------------------------------------------------
@@ -689,7 +736,8 @@ impl Fabric {
     /// [`FabricError::UnknownType`], [`FabricError::InvalidId`], [`FabricError::BadLabel`],
     /// [`FabricError::WriteDenied`], [`FabricError::NotAnObject`],
     /// [`FabricError::EncryptedFieldNotSupportedYet`], [`FabricError::Invalid`],
-    /// [`FabricError::AlreadyExists`], [`FabricError::TenantMismatch`], [`FabricError::Log`].
+    /// [`FabricError::AlreadyExists`], [`FabricError::TenantMismatch`],
+    /// [`FabricError::StaleSubject`], [`FabricError::Log`].
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &self,
@@ -701,7 +749,7 @@ impl Fabric {
         label: Option<&str>,
         data: Value,
     ) -> Result<ObjectView> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         let id = match id {
             Some(id) => id,
@@ -768,7 +816,7 @@ impl Fabric {
         type_name: &str,
         id: &str,
     ) -> Result<ObjectView> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         let rows = self.read(|c| load_rows(c, tenant, def.name().as_str(), id, None))?;
@@ -798,7 +846,7 @@ impl Fabric {
         expected_version: u64,
         data: Value,
     ) -> Result<ObjectView> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         let tname = def.name().to_string();
@@ -851,7 +899,7 @@ impl Fabric {
         id: &str,
         expected_version: u64,
     ) -> Result<()> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         let tname = def.name().to_string();
@@ -949,7 +997,7 @@ impl Fabric {
         subject: &Subject,
         query: &ListQuery,
     ) -> Result<Page> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, &query.type_name)?;
         query::list(self, tenant, snap, subject, &def, query)
     }
@@ -967,7 +1015,7 @@ impl Fabric {
         type_name: &str,
         filter: &[Predicate],
     ) -> Result<u64> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         query::count(self, tenant, snap, subject, &def, filter)
     }
@@ -986,7 +1034,7 @@ impl Fabric {
         type_name: &str,
         id: &str,
     ) -> Result<Vec<HistoryEntry>> {
-        check_tenant(tenant, subject)?;
+        check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         query::history(self, tenant, snap, subject, &def, id)
