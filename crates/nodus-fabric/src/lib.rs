@@ -3,6 +3,7 @@
 mod canonical;
 mod event;
 mod log;
+pub mod objects;
 mod sqlite;
 pub mod state;
 pub mod types;
@@ -18,6 +19,10 @@ pub use log::{
     ChainHead, Cursor, Equivocation, EquivocationKind, EventLogError, IngestReport, NodeInfo,
     ProblemKind, RejectReason, Rejection, TenantEventLog, VerifyProblem, VerifyReport,
     VersionVector,
+};
+pub use objects::{
+    Direction, Fabric, FabricError, FabricIngestReport, HistoryEntry, HistoryKind, ListQuery,
+    ObjectView, Op, Page, Predicate,
 };
 pub use sqlite::{Durability, STORE_FORMAT, SqliteEventLog};
 pub use upcast::{Upcast, UpcastError, UpcastFn, Upcasters};

@@ -270,6 +270,56 @@ impl SqliteEventLog {
         Ok(report)
     }
 
+    /// Runs `f` on the log's connection for **reads** of projections kept in the same database
+    /// (the `Fabric`'s tables), and for creating those tables (idempotent DDL, `Fabric::new`).
+    /// `f` sees every committed write and nothing half written; it must not write data
+    /// (projection writes go through [`append_with`](Self::append_with),
+    /// [`ingest_with`](Self::ingest_with) or [`rebuild_with`](Self::rebuild_with), in the log's
+    /// transaction). Calls are serialised with every other call on the log.
+    ///
+    /// # Errors
+    /// `f`'s error.
+    pub fn read_projection<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Connection) -> Result<R, E>,
+    {
+        let conn = self.conn.lock();
+        f(&conn)
+    }
+
+    /// Runs `f` in one transaction with every applied event of `tenant`, in local application
+    /// order, for rebuilding projections from the log (all events are held in memory at once).
+    /// If `f` fails, nothing it wrote is kept.
+    ///
+    /// # Errors
+    /// `f`'s error or an [`EventLogError`] converted into `E`.
+    pub fn rebuild_with<E, F>(&self, tenant: &TenantId, f: F) -> Result<(), E>
+    where
+        E: From<EventLogError>,
+        F: FnOnce(&Transaction<'_>, &[Event]) -> Result<(), E>,
+    {
+        let mut conn = self.conn.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(storage)?;
+        let events = {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLS} FROM events WHERE tenant = ?1 ORDER BY pos"
+                ))
+                .map_err(storage)?;
+            let mut rows = stmt.query([tenant.as_str()]).map_err(storage)?;
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(storage)? {
+                out.push(checked_event(tenant, row, 0)?);
+            }
+            out
+        };
+        f(&tx, &events)?;
+        tx.commit().map_err(storage)?;
+        Ok(())
+    }
+
     /// Where the log is (`<memory>` for an in-memory log).
     pub fn location(&self) -> &str {
         &self.location

@@ -1,0 +1,253 @@
+//! Applying fabric events to projections: one pure function of (projection, event), commutative
+//! for object events so that any arrival order of the same events gives the same projections.
+
+use nodus_policy::TenantId;
+use rusqlite::Connection;
+use rusqlite::types::Value as SqlValue;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{
+    OBJECT_CREATED, OBJECT_DELETED, OBJECT_UPDATED, Result, TYPE_DEFINED, VersionRow, corrupt,
+    load_rows,
+};
+use crate::event::{Event, Payload};
+use crate::types::TypeDoc;
+
+/// The merge stamp of an event: `(lamport, node_id, incarnation)` as text that sorts like the
+/// tuple (fixed-width lamport, fixed-width ids).
+pub(crate) fn stamp(e: &Event) -> String {
+    format!("{:020}/{}/{}", e.lamport, e.node_id, e.incarnation)
+}
+
+#[derive(Deserialize)]
+struct ObjectPayload {
+    #[serde(rename = "type")]
+    type_name: String,
+    id: String,
+    #[serde(default)]
+    data: Option<Map<String, Value>>,
+    #[serde(default)]
+    set: Map<String, Value>,
+    #[serde(default)]
+    unset: Vec<String>,
+}
+
+/// Applies one event. `Ok(false)` when the event is of a fabric kind but its payload is not
+/// well formed (it has no effect); events of other kinds are not the fabric's (`Ok(true)`).
+pub(crate) fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
+    match e.kind.as_str() {
+        TYPE_DEFINED => apply_type(conn, tenant, e),
+        OBJECT_CREATED | OBJECT_UPDATED | OBJECT_DELETED => apply_object(conn, tenant, e),
+        _ => Ok(true),
+    }
+}
+
+fn apply_type(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
+    let Ok(doc) = e
+        .payload
+        .to_value()
+        .ok()
+        .map(serde_json::from_value::<TypeDoc>)
+        .transpose()
+    else {
+        return Ok(false);
+    };
+    let Some(doc) = doc else {
+        return Ok(false);
+    };
+    let s = stamp(e);
+    let version = i64::from(doc.version);
+    // The definition kept is the one with the highest (version, stamp).
+    conn.prepare_cached(
+        "INSERT INTO fabric_types (tenant, name, version, stamp, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (tenant, name) DO UPDATE SET version = excluded.version,
+             stamp = excluded.stamp, doc = excluded.doc
+         WHERE (excluded.version, excluded.stamp) > (fabric_types.version, fabric_types.stamp)",
+    )?
+    .execute(rusqlite::params![
+        tenant.as_str(),
+        doc.name.as_str(),
+        version,
+        s,
+        e.payload.as_str()
+    ])?;
+    Ok(true)
+}
+
+fn set_field(row: &mut VersionRow, field: &str, value: Option<&Value>, s: &str) {
+    if s < row.reset.as_str() {
+        return;
+    }
+    if row.stamps.get(field).is_some_and(|old| old.as_str() >= s) {
+        return;
+    }
+    row.stamps.insert(field.to_owned(), s.to_owned());
+    match value {
+        Some(v) => {
+            row.data.insert(field.to_owned(), v.clone());
+        }
+        None => {
+            row.data.remove(field);
+        }
+    }
+}
+
+fn apply_object(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
+    let Some(p) = e
+        .payload
+        .to_value()
+        .ok()
+        .and_then(|v| serde_json::from_value::<ObjectPayload>(v).ok())
+    else {
+        return Ok(false);
+    };
+    let label = e.label.as_str();
+    let mut row = load_rows(conn, tenant, &p.type_name, &p.id, Some(label))?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| VersionRow {
+            label: label.to_owned(),
+            ..VersionRow::default()
+        });
+    let s = stamp(e);
+    row.version = row.version.saturating_add(1);
+    let (kind, change) = match e.kind.as_str() {
+        OBJECT_CREATED => {
+            let Some(data) = p.data else {
+                return Ok(false);
+            };
+            if s > row.reset {
+                row.reset.clone_from(&s);
+                let reset = row.reset.clone();
+                let stale: Vec<String> = row
+                    .stamps
+                    .iter()
+                    .filter(|(_, st)| st.as_str() < reset.as_str())
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in stale {
+                    row.stamps.remove(&k);
+                    row.data.remove(&k);
+                }
+            }
+            for (k, v) in &data {
+                set_field(&mut row, k, Some(v), &s);
+            }
+            if s > row.del_stamp {
+                row.del_stamp.clone_from(&s);
+                row.deleted = false;
+            }
+            ("created", serde_json::json!({"set": data, "unset": []}))
+        }
+        OBJECT_UPDATED => {
+            for (k, v) in &p.set {
+                set_field(&mut row, k, Some(v), &s);
+            }
+            for k in &p.unset {
+                set_field(&mut row, k, None, &s);
+            }
+            (
+                "updated",
+                serde_json::json!({"set": p.set, "unset": p.unset}),
+            )
+        }
+        _ => {
+            if s > row.del_stamp {
+                row.del_stamp.clone_from(&s);
+                row.deleted = true;
+            }
+            ("deleted", serde_json::json!({"set": {}, "unset": []}))
+        }
+    };
+    save_row(conn, tenant, &p.type_name, &p.id, &row)?;
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO fabric_history (tenant, type, id, stamp, label, kind, change)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(rusqlite::params![
+        tenant.as_str(),
+        p.type_name,
+        p.id,
+        s,
+        label,
+        kind,
+        canonical(&change)
+    ])?;
+    Ok(true)
+}
+
+/// Canonical JSON text (the payload form), or compact JSON if too deep.
+pub(crate) fn canonical(v: &Value) -> String {
+    Payload::from_value(v).map_or_else(|_| v.to_string(), |p| p.as_str().to_owned())
+}
+
+/// The index form of a JSON value: a type tag (0 null, 1 boolean, 2 number, 3 string, 4 array or
+/// object) and an SQLite value that orders within the tag (numbers numerically, strings by
+/// their UTF-8 bytes, arrays and objects by their canonical text).
+pub(crate) fn index_value(v: &Value) -> (i64, SqlValue) {
+    match v {
+        Value::Null => (0, SqlValue::Integer(0)),
+        Value::Bool(b) => (1, SqlValue::Integer(i64::from(*b))),
+        Value::Number(n) => (
+            2,
+            n.as_i64().map_or_else(
+                || SqlValue::Real(n.as_f64().unwrap_or(0.0)),
+                SqlValue::Integer,
+            ),
+        ),
+        Value::String(s) => (3, SqlValue::Text(s.clone())),
+        other => (4, SqlValue::Text(canonical(other))),
+    }
+}
+
+fn save_row(
+    conn: &Connection,
+    tenant: &TenantId,
+    type_name: &str,
+    id: &str,
+    row: &VersionRow,
+) -> Result<()> {
+    let data = canonical(&Value::Object(row.data.clone()));
+    let stamps = serde_json::to_string(&row.stamps).map_err(corrupt)?;
+    let version = i64::try_from(row.version).map_err(|_| corrupt("version overflow"))?;
+    conn.prepare_cached(
+        "INSERT INTO fabric_objects (tenant, type, id, label, version, deleted, data, stamps, reset, del_stamp)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (tenant, type, id, label) DO UPDATE SET version = excluded.version,
+             deleted = excluded.deleted, data = excluded.data, stamps = excluded.stamps,
+             reset = excluded.reset, del_stamp = excluded.del_stamp",
+    )?
+    .execute(rusqlite::params![
+        tenant.as_str(),
+        type_name,
+        id,
+        row.label,
+        version,
+        i64::from(row.deleted),
+        data,
+        stamps,
+        row.reset,
+        row.del_stamp
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM fabric_index WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
+    )?
+    .execute(rusqlite::params![tenant.as_str(), type_name, id, row.label])?;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO fabric_index (tenant, type, id, label, field, t, v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (field, value) in &row.data {
+        let (t, v) = index_value(value);
+        ins.execute(rusqlite::params![
+            tenant.as_str(),
+            type_name,
+            id,
+            row.label,
+            field,
+            t,
+            v
+        ])?;
+    }
+    Ok(())
+}
