@@ -228,6 +228,19 @@ impl NodusBuilder {
         commands.register(SystemPolicyReload(weak.clone()), &scheme)?;
         commands.register(SystemAuditVerify(weak.clone()), &scheme)?;
         commands.register(SystemAuditCheckpoint(weak.clone()), &scheme)?;
+        {
+            use crate::fabric_commands::*;
+            commands.register(TypesDefine(weak.clone()), &scheme)?;
+            commands.register(TypesGet(weak.clone()), &scheme)?;
+            commands.register(TypesList(weak.clone()), &scheme)?;
+            commands.register(ObjectsCreate(weak.clone()), &scheme)?;
+            commands.register(ObjectsGet(weak.clone()), &scheme)?;
+            commands.register(ObjectsUpdate(weak.clone()), &scheme)?;
+            commands.register(ObjectsDelete(weak.clone()), &scheme)?;
+            commands.register(ObjectsList(weak.clone()), &scheme)?;
+            commands.register(ObjectsCount(weak.clone()), &scheme)?;
+            commands.register(ObjectsHistory(weak.clone()), &scheme)?;
+        }
         for register in self.registrations {
             register(&commands, &scheme)?;
         }
@@ -281,6 +294,9 @@ impl NodusBuilder {
             Some(dir) => SqliteEventLog::open(&dir.join(FABRIC_FILE), node_id, fabric_durability)?,
             None => SqliteEventLog::in_memory(node_id)?,
         };
+        let event_log = Arc::new(event_log);
+        let fabric = nodus_fabric::objects::Fabric::new(event_log.clone())
+            .map_err(|e| BuildError::Fabric(e.to_string()))?;
         let node = crate::NodeIdentity {
             node_id,
             incarnation: event_log.node().incarnation,
@@ -342,7 +358,8 @@ impl NodusBuilder {
             data_dir,
             shutdown_lock: Mutex::new(false),
             reload_lock: Mutex::new(()),
-            event_log: Arc::new(event_log),
+            fabric,
+            event_log,
             objects_cache,
             node,
         });

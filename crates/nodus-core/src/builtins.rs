@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::nodus::WeakNodus;
 
-fn instance(weak: &WeakNodus) -> Result<crate::Nodus, CommandError> {
+pub(crate) fn instance(weak: &WeakNodus) -> Result<crate::Nodus, CommandError> {
     weak.get()
         .ok_or_else(|| CommandError::new("ShuttingDown", "this Nodus instance is shut down"))
 }

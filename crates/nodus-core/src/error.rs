@@ -201,6 +201,9 @@ pub enum BuildError {
     /// The audit log could not be opened.
     #[error("audit log: {0}")]
     Audit(#[from] AuditError),
+    /// The fabric's projections could not be prepared.
+    #[error("fabric: {0}")]
+    Fabric(String),
     /// The fabric's event log could not be opened (e.g. it belongs to another node).
     #[error("event log: {0}")]
     EventLog(#[from] nodus_fabric::EventLogError),

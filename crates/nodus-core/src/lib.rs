@@ -6,6 +6,7 @@ mod builder;
 pub mod builtins;
 mod clock;
 mod error;
+pub mod fabric_commands;
 mod node;
 mod nodus;
 #[cfg(feature = "policy-layer")]

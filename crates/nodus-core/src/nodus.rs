@@ -112,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) event_log: Arc<nodus_fabric::SqliteEventLog>,
     /// This instance as a fabric node.
     pub(crate) node: crate::NodeIdentity,
+    /// The fabric: types and objects over the event log.
+    pub(crate) fabric: nodus_fabric::objects::Fabric,
     /// The object cache in front of the fabric's projections.
     pub(crate) objects_cache: Arc<dyn nodus_fabric::state::StateStore>,
     /// The policy directory watcher, when `watch_policy` started one.

@@ -35,6 +35,31 @@ const BUILTINS: &[(&str, &str)] = &[
     ("system.policy.reload", "{}"),
     ("system.audit.verify", "{}"),
     ("system.audit.checkpoint", "{}"),
+    (
+        "types.define",
+        r#"{"name":"memo","schema":{"type":"object","properties":{"t":{"type":"string"}}}}"#,
+    ),
+    ("types.get", r#"{"name":"case"}"#),
+    ("types.list", "{}"),
+    (
+        "objects.create",
+        r#"{"type":"case","data":{"title":"acme's own"}}"#,
+    ),
+    ("objects.get", r#"{"type":"case","id":"shared-id"}"#),
+    (
+        "objects.update",
+        r#"{"type":"case","id":"shared-id","expected_version":1,"data":{"title":"x"}}"#,
+    ),
+    (
+        "objects.delete",
+        r#"{"type":"case","id":"shared-id","expected_version":1}"#,
+    ),
+    (
+        "objects.list",
+        r#"{"type_name":"case","filter":[],"sort":null,"limit":10,"cursor":null}"#,
+    ),
+    ("objects.count", r#"{"type":"case"}"#),
+    ("objects.history", r#"{"type":"case","id":"shared-id"}"#),
 ];
 
 const SCHEMA: &str = r#"
@@ -156,6 +181,28 @@ fn nothing_reachable_from_one_tenant_names_another() {
         .unwrap();
     let _ = n.dispatch(&zebra, "notes.create", r#"{"title":7,"zebra":1}"#);
     let _ = n.dispatch(&zebra, "policy.explain", r#"{"key":"app.motto"}"#);
+    // Tenant B's data: a type named like A's, another with a marker name, objects with markers,
+    // one with an id tenant A will ask for.
+    n.dispatch(
+        &zebra,
+        "types.define",
+        r#"{"name":"case","schema":{"type":"object","properties":{"zebra_marker_field":{"type":"string"}}},"fields":{"zebra_marker_field":{"indexed":true}}}"#,
+    )
+    .unwrap();
+    n.dispatch(
+        &zebra,
+        "types.define",
+        r#"{"name":"zebra_marker_type","schema":{"type":"object","properties":{}}}"#,
+    )
+    .unwrap();
+    for id in ["shared-id", "zebra-marker-id"] {
+        n.dispatch(
+            &zebra,
+            "objects.create",
+            &format!(r#"{{"type":"case","id":"{id}","data":{{"zebra_marker_field":"ZEBRA-MARKER-DATA"}}}}"#),
+        )
+        .unwrap();
+    }
     // Then B's file breaks, with a marker in the bad value and a marker-named unknown key.
     std::fs::write(
         dir.path().join("tenants/globex.toml"),
@@ -170,6 +217,13 @@ fn nothing_reachable_from_one_tenant_names_another() {
         .unwrap();
     let admin = ctx(&n, "acme", "alice", &["admin"], "UNCLASSIFIED");
     let clerk = ctx(&n, "acme", "carl", &["clerk"], "UNCLASSIFIED");
+    // Tenant A's own type of the same name.
+    n.dispatch(
+        &admin,
+        "types.define",
+        r#"{"name":"case","schema":{"type":"object","properties":{"title":{"type":"string"}}}}"#,
+    )
+    .unwrap();
     let before = n.flush_audit().unwrap().checkpoint.size;
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut record = |what: String, out: Result<serde_json::Value, nodus_core::DispatchError>| {
@@ -243,6 +297,11 @@ fn nothing_reachable_from_one_tenant_names_another() {
             .1
     };
     assert!(find("admin policy.reload").contains("\"epoch\""));
+    // A's fabric answers from A's data only: its own types, not B's object of the same id.
+    assert!(find("admin types.list").contains("\"memo\""));
+    assert!(find("admin types.get").contains("\"title\""));
+    assert!(find("admin objects.get").contains("NotFound"));
+    assert!(find("admin objects.count").contains("\"count\":1"));
     for cmd in [
         "system.policy.reload",
         "system.audit.verify",

@@ -16,6 +16,7 @@
 //! Permissions (RBAC per type) are the caller's: the fabric decides only by labels.
 
 mod apply;
+mod codes;
 mod query;
 
 use std::collections::{BTreeMap, HashMap};

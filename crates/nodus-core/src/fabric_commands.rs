@@ -1,0 +1,399 @@
+//! The fabric's built-in commands: `types.*` and `objects.*`, through the front door like any
+//! other command (guarded, rate limited, audited).
+//!
+//! **Permissions, two levels.** The guard checks the command's own permission (`types.define`,
+//! `objects.create`, …: "may use this action at all"). The handler then checks the action on the
+//! object's type: `objects.<action>.<type>` (e.g. `objects.create.case`). A role needs both;
+//! `objects.*` grants both for every type, `["objects.create", "objects.create.*"]` the action on
+//! every type, `["objects.get", "objects.get.case"]` reading cases only. A refusal of the
+//! per-type permission is the handler's error `MissingPermission` naming the type.
+//!
+//! **Labels.** Every read answers for the caller's clearance under the current policy: a version
+//! above it is *absent* (`NotFound`), never forbidden; see `docs/fabric.md`.
+
+use nodus_fabric::objects::{
+    Fabric, FabricError, HistoryEntry, ListQuery, ObjectView, Page, Predicate,
+};
+use nodus_fabric::types::TypeDoc;
+use nodus_policy::PolicySnapshot;
+use nodus_registry::commands::{Command, CommandError, CommandSpec, Context};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::builtins::{NoInput, instance};
+use crate::nodus::WeakNodus;
+
+fn fabric_error(e: FabricError) -> CommandError {
+    CommandError::new(e.code(), e.to_string())
+}
+
+/// The caller's tenant snapshot, and the per-type permission check.
+fn prepare(
+    n: &crate::Nodus,
+    ctx: &Context,
+    action: &str,
+    type_name: Option<&str>,
+) -> Result<std::sync::Arc<PolicySnapshot>, CommandError> {
+    let snap = n
+        .inner
+        .policy
+        .snapshot(ctx.tenant())
+        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
+    if let Some(t) = type_name {
+        let permission = n
+            .inner
+            .policy
+            .symbols()
+            .permission(&format!("{action}.{t}"));
+        if !snap.permits(ctx.subject(), permission) {
+            return Err(CommandError::new(
+                "MissingPermission",
+                format!("`{action}` on type `{t}` needs the permission `{action}.{t}`"),
+            ));
+        }
+    }
+    Ok(snap)
+}
+
+fn fabric(n: &crate::Nodus) -> &Fabric {
+    &n.inner.fabric
+}
+
+/// Input of `types.define`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefineType {
+    /// The type's name.
+    pub name: String,
+    /// Its JSON Schema (an object schema).
+    pub schema: Value,
+    /// Field metadata by top-level field (`encrypted`, `classification`, `indexed`, …).
+    #[serde(default)]
+    pub fields: Value,
+}
+
+/// `types.define`: defines a type, or redefines it compatibly (the next version). Output: the
+/// type's document.
+pub struct TypesDefine(pub(crate) WeakNodus);
+
+impl Command for TypesDefine {
+    type Input = DefineType;
+    type Output = TypeDoc;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("types.define")
+            .rate_class("admin")
+            .description("define or compatibly redefine an object type")
+    }
+    fn call(&self, ctx: &Context, input: DefineType) -> Result<TypeDoc, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "types.define", None)?;
+        let def = fabric(&n)
+            .define_type(ctx.tenant(), &snap, &input.name, input.schema, input.fields)
+            .map_err(fabric_error)?;
+        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        Ok(def.to_doc())
+    }
+}
+
+/// Input naming a type.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeRef {
+    /// The type's name.
+    pub name: String,
+}
+
+/// `types.get`: a type's document.
+pub struct TypesGet(pub(crate) WeakNodus);
+
+impl Command for TypesGet {
+    type Input = TypeRef;
+    type Output = TypeDoc;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("types.get").description("read an object type")
+    }
+    fn call(&self, ctx: &Context, input: TypeRef) -> Result<TypeDoc, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "types.get", None)?;
+        fabric(&n)
+            .get_type(ctx.tenant(), &snap, &input.name)
+            .map(|d| d.to_doc())
+            .map_err(fabric_error)
+    }
+}
+
+/// `types.list`: every type of the caller's tenant, by name.
+pub struct TypesList(pub(crate) WeakNodus);
+
+impl Command for TypesList {
+    type Input = Option<NoInput>;
+    type Output = Vec<TypeDoc>;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("types.list").description("list the tenant's object types")
+    }
+    fn call(&self, ctx: &Context, _input: Option<NoInput>) -> Result<Vec<TypeDoc>, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "types.list", None)?;
+        fabric(&n)
+            .list_types(ctx.tenant(), &snap)
+            .map(|v| v.iter().map(|d| d.to_doc()).collect())
+            .map_err(fabric_error)
+    }
+}
+
+/// Input of `objects.create`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateObject {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The id (default: a random one).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The label (default: the caller's clearance).
+    #[serde(default)]
+    pub label: Option<String>,
+    /// The data (a JSON object valid under the type).
+    pub data: Value,
+}
+
+/// `objects.create`: creates an object version at a label the caller may write.
+pub struct ObjectsCreate(pub(crate) WeakNodus);
+
+impl Command for ObjectsCreate {
+    type Input = CreateObject;
+    type Output = ObjectView;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.create").description("create an object")
+    }
+    fn call(&self, ctx: &Context, input: CreateObject) -> Result<ObjectView, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.create", Some(&input.type_name))?;
+        let view = fabric(&n)
+            .create(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                input.id,
+                input.label.as_deref(),
+                input.data,
+            )
+            .map_err(fabric_error)?;
+        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        Ok(view)
+    }
+}
+
+/// Input naming an object.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectRef {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The id.
+    pub id: String,
+}
+
+/// `objects.get`: the version of an object the caller sees (the highest it dominates).
+pub struct ObjectsGet(pub(crate) WeakNodus);
+
+impl Command for ObjectsGet {
+    type Input = ObjectRef;
+    type Output = ObjectView;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.get").description("read an object")
+    }
+    fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
+        fabric(&n)
+            .get(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.id,
+            )
+            .map_err(fabric_error)
+    }
+}
+
+/// Input of `objects.update`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateObject {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The id.
+    pub id: String,
+    /// The version the caller read (a stale one is a `Conflict` naming both).
+    pub expected_version: u64,
+    /// The new data (see `docs/fabric.md`, "Operations").
+    pub data: Value,
+}
+
+/// `objects.update`: updates the caller's version of an object, optimistically.
+pub struct ObjectsUpdate(pub(crate) WeakNodus);
+
+impl Command for ObjectsUpdate {
+    type Input = UpdateObject;
+    type Output = ObjectView;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.update").description("update an object")
+    }
+    fn call(&self, ctx: &Context, input: UpdateObject) -> Result<ObjectView, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.update", Some(&input.type_name))?;
+        let view = fabric(&n)
+            .update(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.id,
+                input.expected_version,
+                input.data,
+            )
+            .map_err(fabric_error)?;
+        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        Ok(view)
+    }
+}
+
+/// Input of `objects.delete`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteObject {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// The id.
+    pub id: String,
+    /// The version the caller read.
+    pub expected_version: u64,
+}
+
+/// What `objects.delete` answers.
+#[derive(Debug, Serialize)]
+pub struct Deleted {
+    /// Always `true`.
+    pub deleted: bool,
+}
+
+/// `objects.delete`: a tombstone event; nothing is erased from the log.
+pub struct ObjectsDelete(pub(crate) WeakNodus);
+
+impl Command for ObjectsDelete {
+    type Input = DeleteObject;
+    type Output = Deleted;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.delete").description("delete an object (a tombstone)")
+    }
+    fn call(&self, ctx: &Context, input: DeleteObject) -> Result<Deleted, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.delete", Some(&input.type_name))?;
+        fabric(&n)
+            .delete(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.id,
+                input.expected_version,
+            )
+            .map_err(fabric_error)?;
+        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        Ok(Deleted { deleted: true })
+    }
+}
+
+/// `objects.list`: a page of the objects of a type the caller sees, filtered on indexed fields.
+/// Input: a [`ListQuery`] as JSON (`{"type_name", "filter", "sort", "limit", "cursor"}`).
+pub struct ObjectsList(pub(crate) WeakNodus);
+
+impl Command for ObjectsList {
+    type Input = ListQuery;
+    type Output = Page;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.list").description("list objects of a type")
+    }
+    fn call(&self, ctx: &Context, input: ListQuery) -> Result<Page, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.list", Some(&input.type_name))?;
+        fabric(&n)
+            .list(ctx.tenant(), &snap, ctx.subject(), &input)
+            .map_err(fabric_error)
+    }
+}
+
+/// Input of `objects.count`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CountObjects {
+    /// The type.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Conditions on indexed fields, all of which must hold.
+    #[serde(default)]
+    pub filter: Vec<Predicate>,
+}
+
+/// What `objects.count` answers.
+#[derive(Debug, Serialize)]
+pub struct Count {
+    /// How many objects the caller sees.
+    pub count: u64,
+}
+
+/// `objects.count`: how many objects of a type the caller sees (after the label selection).
+pub struct ObjectsCount(pub(crate) WeakNodus);
+
+impl Command for ObjectsCount {
+    type Input = CountObjects;
+    type Output = Count;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.count").description("count objects of a type")
+    }
+    fn call(&self, ctx: &Context, input: CountObjects) -> Result<Count, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.count", Some(&input.type_name))?;
+        fabric(&n)
+            .count(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.filter,
+            )
+            .map(|count| Count { count })
+            .map_err(fabric_error)
+    }
+}
+
+/// `objects.history`: the events of one object the caller may see.
+pub struct ObjectsHistory(pub(crate) WeakNodus);
+
+impl Command for ObjectsHistory {
+    type Input = ObjectRef;
+    type Output = Vec<HistoryEntry>;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.history").description("the history of an object")
+    }
+    fn call(&self, ctx: &Context, input: ObjectRef) -> Result<Vec<HistoryEntry>, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.history", Some(&input.type_name))?;
+        fabric(&n)
+            .history(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.id,
+            )
+            .map_err(fabric_error)
+    }
+}
