@@ -55,6 +55,17 @@ fn prepare(
     Ok(snap)
 }
 
+/// After a write: the tenant's cache moves to a new generation, and the change is published to
+/// the tenant's subscribers — ids, label and version only, never field values.
+fn changed(n: &crate::Nodus, ctx: &Context, topic: &str, payload: Value) {
+    n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+    let _ = n.inner.events.publish(topic, Some(ctx.tenant()), payload);
+}
+
+fn object_event(type_name: &str, id: &str, label: &str, version: u64) -> Value {
+    serde_json::json!({"type": type_name, "id": id, "label": label, "version": version})
+}
+
 fn fabric(n: &crate::Nodus) -> &Fabric {
     &n.inner.fabric
 }
@@ -90,7 +101,12 @@ impl Command for TypesDefine {
         let def = fabric(&n)
             .define_type(ctx.tenant(), &snap, &input.name, input.schema, input.fields)
             .map_err(fabric_error)?;
-        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        changed(
+            &n,
+            ctx,
+            "types.defined",
+            serde_json::json!({"name": def.name().as_str(), "version": def.version()}),
+        );
         Ok(def.to_doc())
     }
 }
@@ -181,7 +197,8 @@ impl Command for ObjectsCreate {
                 input.data,
             )
             .map_err(fabric_error)?;
-        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        let event = object_event(&view.type_name, &view.id, &view.label, view.version);
+        changed(&n, ctx, "objects.created", event);
         Ok(view)
     }
 }
@@ -259,7 +276,8 @@ impl Command for ObjectsUpdate {
                 input.data,
             )
             .map_err(fabric_error)?;
-        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        let event = object_event(&view.type_name, &view.id, &view.label, view.version);
+        changed(&n, ctx, "objects.updated", event);
         Ok(view)
     }
 }
@@ -306,7 +324,12 @@ impl Command for ObjectsDelete {
                 input.expected_version,
             )
             .map_err(fabric_error)?;
-        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        changed(
+            &n,
+            ctx,
+            "objects.deleted",
+            serde_json::json!({"type": input.type_name, "id": input.id}),
+        );
         Ok(Deleted { deleted: true })
     }
 }
@@ -395,5 +418,163 @@ impl Command for ObjectsHistory {
                 &input.id,
             )
             .map_err(fabric_error)
+    }
+}
+
+/// The typed facade over the objects commands: `nodus.objects(&ctx).create(…)` is
+/// `nodus.invoke::<ObjectsCreate>(&ctx, …)` — the same guard, rate limits and audit as `dispatch`,
+/// without JSON around the call.
+#[derive(Debug)]
+pub struct Objects<'a> {
+    nodus: &'a crate::Nodus,
+    ctx: &'a Context,
+}
+
+impl<'a> Objects<'a> {
+    pub(crate) fn new(nodus: &'a crate::Nodus, ctx: &'a Context) -> Self {
+        Objects { nodus, ctx }
+    }
+
+    /// `types.define`.
+    ///
+    /// # Errors
+    /// As the command: a denial, or the handler's error with its code.
+    pub fn define_type(
+        &self,
+        name: &str,
+        schema: Value,
+        fields: Value,
+    ) -> Result<TypeDoc, crate::DispatchError> {
+        self.nodus.invoke::<TypesDefine>(
+            self.ctx,
+            DefineType {
+                name: name.to_owned(),
+                schema,
+                fields,
+            },
+        )
+    }
+
+    /// `objects.create`.
+    ///
+    /// # Errors
+    /// As the command.
+    pub fn create(
+        &self,
+        type_name: &str,
+        id: Option<&str>,
+        label: Option<&str>,
+        data: Value,
+    ) -> Result<ObjectView, crate::DispatchError> {
+        self.nodus.invoke::<ObjectsCreate>(
+            self.ctx,
+            CreateObject {
+                type_name: type_name.to_owned(),
+                id: id.map(str::to_owned),
+                label: label.map(str::to_owned),
+                data,
+            },
+        )
+    }
+
+    /// `objects.get`.
+    ///
+    /// # Errors
+    /// As the command (`NotFound` for an object above the caller's clearance).
+    pub fn get(&self, type_name: &str, id: &str) -> Result<ObjectView, crate::DispatchError> {
+        self.nodus
+            .invoke::<ObjectsGet>(self.ctx, object_ref(type_name, id))
+    }
+
+    /// `objects.update`.
+    ///
+    /// # Errors
+    /// As the command (`Conflict` for a stale `expected_version`).
+    pub fn update(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected_version: u64,
+        data: Value,
+    ) -> Result<ObjectView, crate::DispatchError> {
+        self.nodus.invoke::<ObjectsUpdate>(
+            self.ctx,
+            UpdateObject {
+                type_name: type_name.to_owned(),
+                id: id.to_owned(),
+                expected_version,
+                data,
+            },
+        )
+    }
+
+    /// `objects.delete`.
+    ///
+    /// # Errors
+    /// As the command.
+    pub fn delete(
+        &self,
+        type_name: &str,
+        id: &str,
+        expected_version: u64,
+    ) -> Result<(), crate::DispatchError> {
+        self.nodus
+            .invoke::<ObjectsDelete>(
+                self.ctx,
+                DeleteObject {
+                    type_name: type_name.to_owned(),
+                    id: id.to_owned(),
+                    expected_version,
+                },
+            )
+            .map(|_| ())
+    }
+
+    /// `objects.list`.
+    ///
+    /// # Errors
+    /// As the command.
+    pub fn list(&self, query: ListQuery) -> Result<Page, crate::DispatchError> {
+        self.nodus.invoke::<ObjectsList>(self.ctx, query)
+    }
+
+    /// `objects.count`.
+    ///
+    /// # Errors
+    /// As the command.
+    pub fn count(
+        &self,
+        type_name: &str,
+        filter: Vec<Predicate>,
+    ) -> Result<u64, crate::DispatchError> {
+        self.nodus
+            .invoke::<ObjectsCount>(
+                self.ctx,
+                CountObjects {
+                    type_name: type_name.to_owned(),
+                    filter,
+                },
+            )
+            .map(|c| c.count)
+    }
+
+    /// `objects.history`.
+    ///
+    /// # Errors
+    /// As the command.
+    pub fn history(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> Result<Vec<HistoryEntry>, crate::DispatchError> {
+        self.nodus
+            .invoke::<ObjectsHistory>(self.ctx, object_ref(type_name, id))
+    }
+}
+
+fn object_ref(type_name: &str, id: &str) -> ObjectRef {
+    ObjectRef {
+        type_name: type_name.to_owned(),
+        id: id.to_owned(),
     }
 }

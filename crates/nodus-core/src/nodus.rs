@@ -1031,6 +1031,12 @@ impl Nodus {
         &self.inner.vault
     }
 
+    /// The typed facade over the fabric's commands for `ctx`: `nodus.objects(&ctx).get("case",
+    /// "c1")` goes through the same guarded, audited pipeline as `dispatch(&ctx, "objects.get", …)`.
+    pub fn objects<'a>(&'a self, ctx: &'a Context) -> crate::fabric_commands::Objects<'a> {
+        crate::fabric_commands::Objects::new(self, ctx)
+    }
+
     /// The memory profile of every cache in the state layer: entries, weight, capacity, TTL, hits,
     /// misses, inserts and evictions.
     pub fn state_report(&self) -> Vec<nodus_fabric::state::CacheReport> {

@@ -318,3 +318,60 @@ fn labels_and_type_permissions_decide() {
     );
     assert_eq!(tail[1].record.outcome, Outcome::Denied);
 }
+
+#[test]
+fn the_typed_facade_goes_through_the_same_door_and_changes_are_published() {
+    use nodus_core::registry::events::Scope;
+    let n = build();
+    let admin = ctx(&n, "acme", "root", &["admin"], "SECRET");
+    let events = n
+        .events()
+        .subscribe("*", Scope::Tenant(tenant("acme")), 64)
+        .unwrap();
+    let objects = n.objects(&admin);
+    objects
+        .define_type(
+            "case",
+            json!({"type": "object", "properties": {"title": {"type": "string"}}}),
+            Value::Null,
+        )
+        .unwrap();
+    let v = objects
+        .create("case", Some("c1"), None, json!({"title": "secret title"}))
+        .unwrap();
+    assert_eq!((v.label.as_str(), v.version), ("SECRET", 1));
+    let v = objects
+        .update("case", "c1", 1, json!({"title": "t2"}))
+        .unwrap();
+    assert_eq!(objects.get("case", "c1").unwrap(), v);
+    assert_eq!(objects.count("case", vec![]).unwrap(), 1);
+    assert_eq!(objects.history("case", "c1").unwrap().len(), 2);
+    objects.delete("case", "c1", 2).unwrap();
+    let e = objects.get("case", "c1").unwrap_err();
+    assert_eq!(e.code(), "NotFound");
+    // Audited like dispatch: one record per call.
+    n.flush_audit().unwrap();
+    let tail = n.audit_log().tail(7).unwrap();
+    assert!(tail.iter().all(|r| r.record.kind == "dispatch"), "{tail:?}");
+    // Published to the tenant: ids, labels and versions, never field values.
+    let got: Vec<(String, String)> = events
+        .drain()
+        .into_iter()
+        .map(|e| (e.topic.to_string(), e.payload.to_string()))
+        .collect();
+    let topics: Vec<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "types.defined",
+            "objects.created",
+            "objects.updated",
+            "objects.deleted"
+        ]
+    );
+    assert!(
+        got.iter()
+            .all(|(_, p)| !p.contains("secret title") && !p.contains("t2")),
+        "{got:?}"
+    );
+}
