@@ -14,6 +14,7 @@
 use nodus_fabric::objects::{
     Fabric, FabricError, HistoryEntry, ListQuery, ObjectView, Page, Predicate,
 };
+use nodus_fabric::state::Visibility;
 use nodus_fabric::types::TypeDoc;
 use nodus_policy::PolicySnapshot;
 use nodus_registry::commands::{Command, CommandError, CommandSpec, Context};
@@ -226,7 +227,17 @@ impl Command for ObjectsGet {
     fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
         let n = instance(&self.0)?;
         let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
-        fabric(&n)
+        // The cache answers only for the same deciding inputs (tenant, clearance, scheme, policy
+        // epoch, write generation): see `nodus_fabric::state`.
+        let who = Visibility::of(&snap, ctx.subject());
+        let entity = format!("{}/{}", input.type_name, input.id);
+        let cache = &n.inner.objects_cache;
+        if let Some(hit) = cache.get(ctx.tenant(), &who, &entity)
+            && let Ok(view) = ObjectView::deserialize(&*hit)
+        {
+            return Ok(view);
+        }
+        let view = fabric(&n)
             .get(
                 ctx.tenant(),
                 &snap,
@@ -234,7 +245,11 @@ impl Command for ObjectsGet {
                 &input.type_name,
                 &input.id,
             )
-            .map_err(fabric_error)
+            .map_err(fabric_error)?;
+        if let Ok(value) = serde_json::to_value(&view) {
+            cache.insert(ctx.tenant(), &who, &entity, std::sync::Arc::new(value));
+        }
+        Ok(view)
     }
 }
 

@@ -375,3 +375,50 @@ fn the_typed_facade_goes_through_the_same_door_and_changes_are_published() {
         "{got:?}"
     );
 }
+
+/// `objects.get` is served from the object cache only under the same deciding inputs: another
+/// clearance never gets a cached answer, and a write is seen at once.
+#[test]
+fn cached_reads_never_cross_a_decision() {
+    let n = build();
+    let admin = ctx(&n, "acme", "root", &["admin"], "SECRET");
+    define_case(&n, &admin);
+    let objects = n.objects(&admin);
+    objects
+        .create("case", Some("c1"), Some("SECRET"), json!({"title": "v1"}))
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(objects.get("case", "c1").unwrap().data["title"], "v1");
+    }
+    let r = &n.state_report()[0];
+    assert!(r.hits >= 2 && r.inserts >= 1, "{r:?}");
+    // Another clearance: decided afresh, not served the SECRET version.
+    let low = ctx(&n, "acme", "lou", &["clerk"], "UNCLASSIFIED");
+    assert_eq!(
+        n.objects(&low).get("case", "c1").unwrap_err().code(),
+        "NotFound"
+    );
+    // A write is seen at once.
+    objects
+        .update("case", "c1", 1, json!({"title": "v2"}))
+        .unwrap();
+    assert_eq!(objects.get("case", "c1").unwrap().data["title"], "v2");
+    // A policy reload that changes the tenant changes the epoch in every key.
+    let before = n.state_report()[0].hits;
+    n.reload_policy(
+        PolicySources::new()
+            .with_system("system.toml", SYSTEM)
+            .with_tenant(
+                tenant("acme"),
+                "tenants/acme.toml",
+                "[rbac.roles]\nadmin = [\"*\"]\n[rate.limits]\ndefault = { rate = 10000, per = \"1s\", burst = 10000 }\n[limits]\nmax_payload_bytes = 4096\n",
+            ),
+    )
+    .unwrap();
+    assert_eq!(objects.get("case", "c1").unwrap().data["title"], "v2");
+    assert_eq!(
+        n.state_report()[0].hits,
+        before,
+        "the first read after the reload is a miss"
+    );
+}
