@@ -35,7 +35,12 @@
 //! event, reading the chain head and the tenant's lamport clock, and the head/clock updates — three
 //! more statements in the same transaction.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::time::Duration;
 
@@ -181,9 +186,138 @@ fn benches(c: &mut Criterion) {
     });
 }
 
+const SYSTEM: &str = r#"
+[audit]
+durability = "normal"
+overflow = "drop_with_marker"
+queue_capacity = 65536
+checkpoint_every = 4096
+checkpoint_interval = "1s"
+"#;
+
+const TENANT: &str = r#"
+[rbac.roles]
+admin = ["*"]
+[rate.limits]
+default = { rate = 1000000000, per = "1s", burst = 1000000000 }
+[limits]
+max_payload_bytes = 65536
+"#;
+
+fn instance(dir: &std::path::Path, cache_bytes: u64) -> nodus_core::Nodus {
+    let system = format!("{SYSTEM}\n[state.cache.objects]\ncapacity_bytes = {cache_bytes}\n");
+    nodus_core::Nodus::builder()
+        .data_dir(dir)
+        .master_key(nodus_core::MasterKey::from_bytes([5; 32]))
+        .policy(
+            nodus_core::PolicySources::new()
+                .with_system("system.toml", &system)
+                .with_tenant(TenantId::new("acme").unwrap(), "tenants/acme.toml", TENANT),
+        )
+        .build()
+        .unwrap()
+}
+
+fn objects(c: &mut Criterion) {
+    let acme = TenantId::new("acme").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = |n: &nodus_core::Nodus| {
+        let s = n
+            .subject(
+                &acme,
+                nodus_core::ActorId::new("root").unwrap(),
+                &["admin"],
+                "UNCLASSIFIED",
+            )
+            .unwrap();
+        let ctx = n.context(&acme, s, "bench");
+        n.dispatch(
+            &ctx,
+            "types.define",
+            r#"{"name":"case","schema":{"type":"object","properties":{"title":{"type":"string"},"status":{"type":"string"},"n":{"type":"integer"}}},"fields":{"status":{"indexed":true}}}"#,
+        )
+        .unwrap();
+        ctx
+    };
+
+    let cached = instance(&dir.path().join("cached"), 64 << 20);
+    let ctx = setup(&cached);
+    let mut i = 0u64;
+    c.bench_function("objects/create_dispatch_1_indexed_normal", |b| {
+        b.iter(|| {
+            i += 1;
+            cached
+                .dispatch(
+                    &ctx,
+                    "objects.create",
+                    &format!(r#"{{"type":"case","id":"c{i}","data":{{"title":"case {i}","status":"open","n":{i}}}}}"#),
+                )
+                .unwrap()
+        })
+    });
+    c.bench_function("objects/get_dispatch_cached", |b| {
+        b.iter(|| {
+            cached
+                .dispatch(&ctx, "objects.get", r#"{"type":"case","id":"c1"}"#)
+                .unwrap()
+        })
+    });
+    c.bench_function("objects/get_invoke_cached", |b| {
+        b.iter(|| cached.objects(&ctx).get("case", "c1").unwrap())
+    });
+
+    let uncached = instance(&dir.path().join("uncached"), 0);
+    let uctx = setup(&uncached);
+    for k in 0..1000 {
+        uncached
+            .dispatch(
+                &uctx,
+                "objects.create",
+                &format!(r#"{{"type":"case","id":"c{k}","data":{{"title":"case {k}","status":"open","n":{k}}}}}"#),
+            )
+            .unwrap();
+    }
+    let mut k = 0u64;
+    c.bench_function("objects/get_dispatch_uncached", |b| {
+        b.iter(|| {
+            k = (k + 7) % 1000;
+            uncached
+                .dispatch(
+                    &uctx,
+                    "objects.get",
+                    &format!(r#"{{"type":"case","id":"c{k}"}}"#),
+                )
+                .unwrap()
+        })
+    });
+
+    // 100,000 objects, 1 in 20 `closed`: a page of 50 of the closed ones.
+    let big = instance(&dir.path().join("big"), 0);
+    let bctx = setup(&big);
+    let facade = big.objects(&bctx);
+    for k in 0..100_000u64 {
+        let status = if k % 20 == 0 { "closed" } else { "open" };
+        facade
+            .create(
+                "case",
+                Some(&format!("c{k:06}")),
+                None,
+                json!({"title": "t", "status": status, "n": k}),
+            )
+            .unwrap();
+    }
+    let query = r#"{"type_name":"case","filter":[{"field":"status","op":"eq","value":"closed"}],"sort":null,"limit":50,"cursor":null}"#;
+    c.bench_function("objects/list_50_of_100k_indexed_filter", |b| {
+        b.iter(|| {
+            let page = big.dispatch(&bctx, "objects.list", query).unwrap();
+            assert_eq!(page["items"].as_array().unwrap().len(), 50);
+        })
+    });
+}
+
 criterion_group! {
     name = fabric;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(30);
-    targets = benches
+    targets = benches, objects
 }
 criterion_main!(fabric);
