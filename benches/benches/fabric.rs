@@ -14,8 +14,11 @@
 //!   key built from the deciding inputs (tenant, clearance, scheme, epoch, generation, entity);
 //! - `state/get_miss`: the same lookup for an entity that is not cached.
 //!
-//! The targets for the objects built on this log (`objects.create` ≥ 10,000/s, ingest of
-//! remote events ≥ 50,000/s) are measured when objects land; this bench holds the log's part.
+//! - `objects/*`: the fabric's built-in commands through a file-backed instance (`Normal`
+//!   durability, the real audit log with `drop_with_marker`): `create` through `dispatch` with one
+//!   indexed field; `get` through `dispatch` and through the typed facade, cached and uncached
+//!   (`state.cache.objects.capacity_bytes = 0`); `list` of 50 from 100,000 objects with a filter
+//!   on the indexed field (1 in 20 match).
 //!
 //! Last figures (2026-12-03, `cargo bench -p nodus-benches --bench fabric -- --measurement-time 3`,
 //! 2-core x86_64 KVM guest, 24 GiB, *with another build running on the same cores*, so upper
@@ -30,6 +33,18 @@
 //! | `eventlog/read_tenant_1000` | 1.51 ms | 1.5 µs | — |
 //! | `state/get_hit` (incl. the bench's `format!` of the entity id) | 233 ns | ≈ 4.3 M lookups/s | cached `objects.get` target ≥ 1 M/s leaves ~750 ns for the dispatch around it |
 //! | `state/get_miss` | 80 ns | — | — |
+//!
+//! | `objects/create_dispatch_1_indexed_normal` | 245–275 µs | ≈ 3,600–4,100/s | target ≥ 10,000/s ✘ |
+//! | `objects/get_dispatch_uncached` | 12.5–16.8 µs | ≈ 60,000–80,000/s | target ≥ 100,000/s ✘ |
+//! | `objects/get_dispatch_cached` | 2.7 µs | ≈ 370,000/s | target ≥ 1,000,000/s ✘ |
+//! | `objects/get_invoke_cached` (typed facade) | 1.18 µs | ≈ 850,000/s | target ≥ 1,000,000/s ✘ (close) |
+//! | `objects/list_50_of_100k_indexed_filter` | 300 ms | — | target ≤ 1 ms ✘✘ |
+//!
+//! The objects targets are not met yet (first measurement of the first slice): `list` selects the
+//! visible version of every object of the type before filtering (a scan of 100,000 rows); `create`
+//! spends ~4× a bare append on validation, the index and history projections and the audit; a
+//! cached `get` still deserialises the cached JSON into an `ObjectView` and, on the JSON path,
+//! serialises it back. Each is the next step of the fabric work.
 //!
 //! Where an append's extra ~28 µs over the floor go: the canonical encoding and SHA-256 of the
 //! event, reading the chain head and the tenant's lamport clock, and the head/clock updates — three

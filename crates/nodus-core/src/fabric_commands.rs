@@ -35,17 +35,22 @@ fn prepare(
     action: &str,
     type_name: Option<&str>,
 ) -> Result<std::sync::Arc<PolicySnapshot>, CommandError> {
-    let snap = n
-        .inner
-        .policy
+    let policy = &n.inner.policy;
+    if let Some(t) = type_name {
+        // A per-type permission seen for the first time is interned after the snapshots were
+        // compiled: recompile them once (same content and epoch) so this and every later check
+        // takes the bitset fast path instead of matching patterns.
+        let name = format!("{action}.{t}");
+        if policy.symbols().permissions().get(&name).is_none() {
+            policy.symbols().permission(&name);
+            policy.recompile();
+        }
+    }
+    let snap = policy
         .snapshot(ctx.tenant())
         .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
     if let Some(t) = type_name {
-        let permission = n
-            .inner
-            .policy
-            .symbols()
-            .permission(&format!("{action}.{t}"));
+        let permission = policy.symbols().permission(&format!("{action}.{t}"));
         if !snap.permits(ctx.subject(), permission) {
             return Err(CommandError::new(
                 "MissingPermission",
