@@ -698,29 +698,49 @@ fn save_head(
     Ok(())
 }
 
-fn insert_event(tx: &Transaction<'_>, e: &Event, pos: u64) -> Result<(), EventLogError> {
-    tx.prepare_cached(&format!(
-        "INSERT INTO events (tenant, {EVENT_COLS}, pos) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-    ))
-    .map_err(storage)?
-    .execute(rusqlite::params![
-        e.tenant.as_str(),
-        &e.node_id.as_bytes()[..],
-        &e.incarnation.as_bytes()[..],
-        sql_int(e.seq),
-        sql_int(e.lamport),
-        e.kind.as_str(),
-        e.entity.as_str(),
-        e.label.as_str(),
-        e.payload.as_str(),
-        i64::from(e.model_ver),
-        &e.prev_hash.as_bytes()[..],
-        &e.hash.as_bytes()[..],
-        sql_int(e.time_ms),
-        sql_int(pos)
-    ])
-    .map_err(storage)?;
+/// Inserts `e` into `table` (`events` with its local position, or `pending` without): one column
+/// list and one binding order for both, `EVENT_COLS`.
+fn insert_into(
+    tx: &Transaction<'_>,
+    table: &str,
+    e: &Event,
+    pos: Option<u64>,
+) -> Result<(), EventLogError> {
+    let (extra_col, extra_param) = if pos.is_some() {
+        (", pos", ", ?14")
+    } else {
+        ("", "")
+    };
+    let mut stmt = tx
+        .prepare_cached(&format!(
+            "INSERT INTO {table} (tenant, {EVENT_COLS}{extra_col}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13{extra_param})"
+        ))
+        .map_err(storage)?;
+    let pos_value = sql_int(pos.unwrap_or(0));
+    let params: [&dyn rusqlite::ToSql; 14] = [
+        &e.tenant.as_str(),
+        &&e.node_id.as_bytes()[..],
+        &&e.incarnation.as_bytes()[..],
+        &sql_int(e.seq),
+        &sql_int(e.lamport),
+        &e.kind.as_str(),
+        &e.entity.as_str(),
+        &e.label.as_str(),
+        &e.payload.as_str(),
+        &i64::from(e.model_ver),
+        &&e.prev_hash.as_bytes()[..],
+        &&e.hash.as_bytes()[..],
+        &sql_int(e.time_ms),
+        &pos_value,
+    ];
+    let bound = if pos.is_some() { 14 } else { 13 };
+    stmt.execute(params.get(..bound).unwrap_or(&params[..]))
+        .map_err(storage)?;
     Ok(())
+}
+
+fn insert_event(tx: &Transaction<'_>, e: &Event, pos: u64) -> Result<(), EventLogError> {
+    insert_into(tx, "events", e, Some(pos))
 }
 
 fn append_tx(
@@ -1031,27 +1051,7 @@ impl<'t, 'c> Ingest<'t, 'c> {
     }
 
     fn hold(&mut self, e: &Event) -> Result<(), EventLogError> {
-        self.tx
-            .prepare_cached(&format!(
-                "INSERT INTO pending (tenant, {EVENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-            ))
-            .map_err(storage)?
-            .execute(rusqlite::params![
-                e.tenant.as_str(),
-                &e.node_id.as_bytes()[..],
-                &e.incarnation.as_bytes()[..],
-                sql_int(e.seq),
-                sql_int(e.lamport),
-                e.kind.as_str(),
-                e.entity.as_str(),
-                e.label.as_str(),
-                e.payload.as_str(),
-                i64::from(e.model_ver),
-                &e.prev_hash.as_bytes()[..],
-                &e.hash.as_bytes()[..],
-                sql_int(e.time_ms)
-            ])
-            .map_err(storage)?;
+        insert_into(self.tx, "pending", e, None)?;
         self.has_pending.insert(e.chain(), true);
         self.held.push(e.event_ref());
         Ok(())
