@@ -257,6 +257,13 @@ fn objects(c: &mut Criterion) {
 
     let cached = instance(&dir.path().join("cached"), 64 << 20);
     let ctx = setup(&cached);
+    cached
+        .dispatch(
+            &ctx,
+            "objects.create",
+            r#"{"type":"case","id":"seed","data":{"title":"case seed","status":"open","n":0}}"#,
+        )
+        .unwrap();
     let mut i = 0u64;
     c.bench_function("objects/create_dispatch_1_indexed_normal", |b| {
         b.iter(|| {
@@ -273,12 +280,12 @@ fn objects(c: &mut Criterion) {
     c.bench_function("objects/get_dispatch_cached", |b| {
         b.iter(|| {
             cached
-                .dispatch(&ctx, "objects.get", r#"{"type":"case","id":"c1"}"#)
+                .dispatch(&ctx, "objects.get", r#"{"type":"case","id":"seed"}"#)
                 .unwrap()
         })
     });
     c.bench_function("objects/get_invoke_cached", |b| {
-        b.iter(|| cached.objects(&ctx).get("case", "c1").unwrap())
+        b.iter(|| cached.objects(&ctx).get("case", "seed").unwrap())
     });
 
     let uncached = instance(&dir.path().join("uncached"), 0);

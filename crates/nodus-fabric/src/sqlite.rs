@@ -320,6 +320,26 @@ impl SqliteEventLog {
         Ok(())
     }
 
+    /// Every tenant the log holds events of, by id.
+    ///
+    /// # Errors
+    /// [`EventLogError::Storage`].
+    pub fn tenants(&self) -> Result<Vec<TenantId>, EventLogError> {
+        let conn = self.conn.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT tenant FROM tenants ORDER BY tenant")
+            .map_err(storage)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(storage)?
+            .collect::<rusqlite::Result<Vec<String>>>()
+            .map_err(storage)?;
+        names
+            .into_iter()
+            .map(|n| TenantId::new(&n).map_err(|e| storage(format!("tenant `{n}`: {e}"))))
+            .collect()
+    }
+
     /// Where the log is (`<memory>` for an in-memory log).
     pub fn location(&self) -> &str {
         &self.location

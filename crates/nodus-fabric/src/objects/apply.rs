@@ -2,8 +2,8 @@
 //! for object events so that any arrival order of the same events gives the same projections.
 
 use nodus_policy::TenantId;
-use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension as _};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -58,22 +58,114 @@ fn apply_type(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
     };
     let s = stamp(e);
     let version = i64::from(doc.version);
+    let indexed: Vec<&str> = doc
+        .fields
+        .iter()
+        .filter(|(_, m)| m.indexed && !m.encrypted)
+        .map(|(f, _)| f.as_str())
+        .collect();
+    let indexed_text = serde_json::to_string(&indexed).map_err(corrupt)?;
     // The definition kept is the one with the highest (version, stamp).
-    conn.prepare_cached(
-        "INSERT INTO fabric_types (tenant, name, version, stamp, doc) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT (tenant, name) DO UPDATE SET version = excluded.version,
-             stamp = excluded.stamp, doc = excluded.doc
-         WHERE (excluded.version, excluded.stamp) > (fabric_types.version, fabric_types.stamp)",
-    )?
-    .execute(rusqlite::params![
-        tenant.as_str(),
-        doc.name.as_str(),
-        version,
-        s,
-        e.payload.as_str()
-    ])?;
+    let changed = conn
+        .prepare_cached(
+            "INSERT INTO fabric_types (tenant, name, version, stamp, doc, indexed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (tenant, name) DO UPDATE SET version = excluded.version,
+                 stamp = excluded.stamp, doc = excluded.doc, indexed = excluded.indexed
+             WHERE (excluded.version, excluded.stamp) > (fabric_types.version, fabric_types.stamp)",
+        )?
+        .execute(rusqlite::params![
+            tenant.as_str(),
+            doc.name.as_str(),
+            version,
+            s,
+            e.payload.as_str(),
+            indexed_text
+        ])?;
+    if changed > 0 {
+        reindex_type(conn, tenant, doc.name.as_str(), &indexed)?;
+    }
     Ok(true)
 }
+
+/// The indexed (and not encrypted) fields of a type as its projection row records them; none
+/// when the type is not (yet) known, e.g. when a peer's objects arrive before its definition.
+fn indexed_fields(conn: &Connection, tenant: &TenantId, type_name: &str) -> Result<Vec<String>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT indexed FROM fabric_types WHERE tenant = ?1 AND name = ?2")?
+        .query_row([tenant.as_str(), type_name], |r| r.get(0))
+        .optional()?;
+    text.map_or_else(
+        || Ok(Vec::new()),
+        |t| serde_json::from_str(&t).map_err(|_| corrupt(format!("type `{type_name}`"))),
+    )
+}
+
+/// Rewrites the index rows of every stored version of a type after its indexed fields changed.
+fn reindex_type(
+    conn: &Connection,
+    tenant: &TenantId,
+    type_name: &str,
+    indexed: &[&str],
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM fabric_index WHERE tenant = ?1 AND type = ?2")?
+        .execute([tenant.as_str(), type_name])?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, label, data FROM fabric_objects WHERE tenant = ?1 AND type = ?2",
+    )?;
+    let mut rows = stmt.query([tenant.as_str(), type_name])?;
+    while let Some(r) = rows.next()? {
+        let id: String = r.get(0)?;
+        let label: String = r.get(1)?;
+        let data: String = r.get(2)?;
+        let data: Map<String, Value> = serde_json::from_str(&data)
+            .map_err(|_| corrupt(format!("object `{type_name}/{id}`")))?;
+        insert_index(
+            conn,
+            tenant,
+            type_name,
+            &id,
+            &label,
+            &data,
+            indexed.iter().copied(),
+        )?;
+    }
+    Ok(())
+}
+
+/// The index rows of one version: one per indexed field, absent fields included (tag
+/// [`ABSENT`]), so that a sort on the field can walk the index alone.
+fn insert_index<'f>(
+    conn: &Connection,
+    tenant: &TenantId,
+    type_name: &str,
+    id: &str,
+    label: &str,
+    data: &Map<String, Value>,
+    indexed: impl Iterator<Item = &'f str>,
+) -> Result<()> {
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO fabric_index (tenant, type, id, label, field, t, v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for field in indexed {
+        let (t, v) = data
+            .get(field)
+            .map_or((ABSENT, SqlValue::Integer(0)), index_value);
+        ins.execute(rusqlite::params![
+            tenant.as_str(),
+            type_name,
+            id,
+            label,
+            field,
+            t,
+            v
+        ])?;
+    }
+    Ok(())
+}
+
+/// The index tag of a field the version does not have.
+pub(crate) const ABSENT: i64 = -1;
 
 fn set_field(row: &mut VersionRow, field: &str, value: Option<&Value>, s: &str) {
     if s < row.reset.as_str() {
@@ -231,23 +323,21 @@ fn save_row(
         row.del_stamp
     ])?;
     conn.prepare_cached(
+        "INSERT OR IGNORE INTO fabric_labels (tenant, type, label) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(rusqlite::params![tenant.as_str(), type_name, row.label])?;
+    conn.prepare_cached(
         "DELETE FROM fabric_index WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
     )?
     .execute(rusqlite::params![tenant.as_str(), type_name, id, row.label])?;
-    let mut ins = conn.prepare_cached(
-        "INSERT INTO fabric_index (tenant, type, id, label, field, t, v) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for (field, value) in &row.data {
-        let (t, v) = index_value(value);
-        ins.execute(rusqlite::params![
-            tenant.as_str(),
-            type_name,
-            id,
-            row.label,
-            field,
-            t,
-            v
-        ])?;
-    }
-    Ok(())
+    let indexed = indexed_fields(conn, tenant, type_name)?;
+    insert_index(
+        conn,
+        tenant,
+        type_name,
+        id,
+        &row.label,
+        &row.data,
+        indexed.iter().map(String::as_str),
+    )
 }

@@ -52,13 +52,19 @@ pub const OBJECT_UPDATED: &str = "object.updated";
 /// Kind of the event that deletes an object version: a tombstone (payload `{type, id}`).
 pub const OBJECT_DELETED: &str = "object.deleted";
 
+/// The layout of the projection tables; a database whose projections were written under another
+/// layout has them rebuilt from the log when it is opened.
+const PROJECTION_VERSION: &str = "2";
+
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS fabric_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fabric_types (
     tenant  TEXT NOT NULL,
     name    TEXT NOT NULL,
     version INTEGER NOT NULL,
     stamp   TEXT NOT NULL,
     doc     TEXT NOT NULL,
+    indexed TEXT NOT NULL,
     PRIMARY KEY (tenant, name)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fabric_objects (
@@ -85,6 +91,12 @@ CREATE TABLE IF NOT EXISTS fabric_index (
     PRIMARY KEY (tenant, type, id, label, field)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS fabric_index_by_value ON fabric_index (tenant, type, field, t, v);
+CREATE TABLE IF NOT EXISTS fabric_labels (
+    tenant TEXT NOT NULL,
+    type   TEXT NOT NULL,
+    label  TEXT NOT NULL,
+    PRIMARY KEY (tenant, type, label)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS fabric_history (
     tenant TEXT NOT NULL,
     type   TEXT NOT NULL,
@@ -98,10 +110,11 @@ CREATE TABLE IF NOT EXISTS fabric_history (
 ";
 
 /// The projection tables, in the order [`Fabric::projection_rows`] reports them.
-pub const PROJECTION_TABLES: [&str; 4] = [
+pub const PROJECTION_TABLES: [&str; 5] = [
     "fabric_types",
     "fabric_objects",
     "fabric_index",
+    "fabric_labels",
     "fabric_history",
 ];
 
@@ -539,11 +552,48 @@ impl Fabric {
     /// # Errors
     /// [`FabricError::Log`] when the tables cannot be created.
     pub fn new(log: Arc<SqliteEventLog>) -> Result<Fabric> {
-        log.read_projection(|c| c.execute_batch(SCHEMA))?;
-        Ok(Fabric {
+        // Projections written by another projection version are dropped and rebuilt from the
+        // log (they are derived data); a fresh database just gets the tables.
+        let stale = log.read_projection(|c| {
+            let had_tables: bool = c
+                .prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fabric_objects'")?
+                .query_row([], |r| r.get::<_, i64>(0))?
+                > 0;
+            let had_meta: bool = c
+                .prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fabric_meta'")?
+                .query_row([], |r| r.get::<_, i64>(0))?
+                > 0;
+            let version: Option<String> = if had_meta {
+                c.prepare("SELECT v FROM fabric_meta WHERE k = 'projection_version'")?
+                    .query_row([], |r| r.get(0))
+                    .optional()?
+            } else {
+                None
+            };
+            let stale = had_tables && version.as_deref() != Some(PROJECTION_VERSION);
+            if stale {
+                for table in PROJECTION_TABLES {
+                    c.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+                }
+            }
+            c.execute_batch(SCHEMA)?;
+            c.execute(
+                "INSERT INTO fabric_meta (k, v) VALUES ('projection_version', ?1)
+                 ON CONFLICT (k) DO UPDATE SET v = excluded.v",
+                [PROJECTION_VERSION],
+            )?;
+            Ok::<bool, FabricError>(stale)
+        })?;
+        let fabric = Fabric {
             log,
             types: Mutex::new(HashMap::new()),
-        })
+        };
+        if stale {
+            for tenant in fabric.log.tenants()? {
+                fabric.rebuild(&tenant)?;
+            }
+        }
+        Ok(fabric)
     }
 
     /// The log under this fabric.
@@ -1093,10 +1143,14 @@ impl Fabric {
         self.read(|c| {
             let mut out = Vec::new();
             for table in PROJECTION_TABLES {
+                let n = c
+                    .prepare(&format!("SELECT * FROM {table} LIMIT 0"))?
+                    .column_count();
+                let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
                 let mut stmt = c.prepare(&format!(
-                    "SELECT * FROM {table} WHERE tenant = ?1 ORDER BY 1, 2, 3, 4, 5"
+                    "SELECT * FROM {table} WHERE tenant = ?1 ORDER BY {}",
+                    order.join(", ")
                 ))?;
-                let n = stmt.column_count();
                 let mut rows = stmt.query([tenant.as_str()])?;
                 while let Some(r) = rows.next()? {
                     let mut line = format!("{table}:");

@@ -10,7 +10,7 @@ use rusqlite::types::Value as SqlValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::apply::index_value;
+use super::apply::{ABSENT, index_value};
 use super::{
     Fabric, FabricError, HistoryEntry, HistoryKind, MAX_PAGE, ObjectView, Result, VersionRow,
     corrupt, load_rows, mask, ranked_visible,
@@ -207,9 +207,36 @@ fn check_field(def: &TypeDef, snap: &PolicySnapshot, subject: &Subject, field: &
     Ok(())
 }
 
-/// `WITH vis … , sel …`: the visible labels with their rank, and every live version of the type at
-/// a visible label with its rank among the versions of its id (`rn = 1` is the chosen one).
-fn selection(sql: &mut Sql, tenant: &TenantId, def: &TypeDef, vis: &[(String, i64)]) {
+/// Where a query starts: the rows it walks in output order, so that a page stops after `limit`
+/// matches instead of choosing the visible version of every object first.
+enum Driver<'q> {
+    /// `fabric_objects` by id (no sort, no equality predicate).
+    Objects,
+    /// `fabric_index` rows of one field, by `(t, v, id)`: the sort field, or (without a sort)
+    /// the field of an equality predicate, restricted to its value and so walked by id.
+    Index {
+        field: &'q str,
+        eq: Option<(i64, SqlValue)>,
+    },
+}
+
+impl<'q> Driver<'q> {
+    fn choose(sort: Option<&'q str>, filter: &'q [Predicate]) -> Self {
+        if let Some(field) = sort {
+            return Driver::Index { field, eq: None };
+        }
+        filter
+            .iter()
+            .find(|p| p.op == Op::Eq)
+            .map_or(Driver::Objects, |p| Driver::Index {
+                field: &p.field,
+                eq: Some(index_value(&p.value)),
+            })
+    }
+}
+
+/// `WITH vis(label, rnk) …`: the labels the subject may read with their rank.
+fn with_visible(sql: &mut Sql, vis: &[(String, i64)]) {
     sql.push("WITH vis(label, rnk) AS (VALUES ");
     for (i, (label, rank)) in vis.iter().enumerate() {
         if i > 0 {
@@ -221,29 +248,67 @@ fn selection(sql: &mut Sql, tenant: &TenantId, def: &TypeDef, vis: &[(String, i6
             .bind(*rank)
             .push(")");
     }
-    sql.push(
-        "), sel AS (SELECT o.id AS id, o.label AS label, o.version AS version, o.data AS data, \
-         ROW_NUMBER() OVER (PARTITION BY o.id ORDER BY v.rnk DESC) AS rn \
-         FROM fabric_objects o JOIN vis v ON v.label = o.label WHERE o.tenant = ",
-    )
-    .bind(tenant.as_str().to_owned())
-    .push(" AND o.type = ")
-    .bind(def.name().to_string())
-    .push(" AND o.deleted = 0) ");
+    sql.push(") ");
 }
 
-fn index_cond(sql: &mut Sql, tenant: &TenantId, def: &TypeDef, field: &str) {
-    sql.push("SELECT 1 FROM fabric_index i WHERE i.tenant = ")
-        .bind(tenant.as_str().to_owned())
-        .push(" AND i.type = ")
-        .bind(def.name().to_string())
-        .push(" AND i.id = sel.id AND i.label = sel.label AND i.field = ")
-        .bind(field.to_owned());
+/// `FROM … WHERE …` selecting, in the driver's order, the version of each object a read returns
+/// (a live version at a visible label with no live version at a higher-ranked visible label),
+/// as `o`; with an index driver, `d` is the driving index row.
+fn chosen_versions(
+    sql: &mut Sql,
+    tenant: &TenantId,
+    def: &TypeDef,
+    vis: &[(String, i64)],
+    driver: &Driver<'_>,
+) {
+    match driver {
+        Driver::Objects => {
+            sql.push("FROM fabric_objects o WHERE o.tenant = ")
+                .bind(tenant.as_str().to_owned())
+                .push(" AND o.type = ")
+                .bind(def.name().to_string());
+        }
+        Driver::Index { field, eq } => {
+            sql.push(
+                "FROM fabric_index d INDEXED BY fabric_index_by_value CROSS JOIN fabric_objects o \
+                 WHERE d.tenant = ",
+            )
+            .bind(tenant.as_str().to_owned())
+            .push(" AND d.type = ")
+            .bind(def.name().to_string())
+            .push(" AND d.field = ")
+            .bind((*field).to_owned());
+            if let Some((t, v)) = eq {
+                sql.push(" AND d.t = ")
+                    .bind(*t)
+                    .push(" AND d.v = ")
+                    .bind(v.clone());
+            }
+            sql.push(
+                " AND o.tenant = d.tenant AND o.type = d.type AND o.id = d.id AND o.label = d.label",
+            );
+        }
+    }
+    sql.push(" AND o.deleted = 0 AND o.label IN (SELECT label FROM vis)");
+    if vis.len() > 1 {
+        sql.push(
+            " AND NOT EXISTS (SELECT 1 FROM fabric_objects h WHERE h.tenant = o.tenant \
+             AND h.type = o.type AND h.id = o.id AND h.deleted = 0 AND h.label IN \
+             (SELECT label FROM vis WHERE rnk > (SELECT rnk FROM vis WHERE label = o.label)))",
+        );
+    }
+}
+
+fn index_cond(sql: &mut Sql, field: &str) {
+    sql.push(
+        "SELECT 1 FROM fabric_index i WHERE i.tenant = o.tenant AND i.type = o.type \
+         AND i.id = o.id AND i.label = o.label AND i.field = ",
+    )
+    .bind(field.to_owned());
 }
 
 fn predicates(
     sql: &mut Sql,
-    tenant: &TenantId,
     def: &TypeDef,
     snap: &PolicySnapshot,
     subject: &Subject,
@@ -259,9 +324,11 @@ fn predicates(
             sql.push("NOT ");
         }
         sql.push("EXISTS (");
-        index_cond(sql, tenant, def, &p.field);
+        index_cond(sql, &p.field);
         match p.op {
-            Op::Exists => {}
+            Op::Exists => {
+                sql.push(" AND i.t <> ").bind(ABSENT);
+            }
             Op::Eq | Op::Ne | Op::Lt | Op::Le | Op::Gt | Op::Ge => {
                 let (t, v) = index_value(&p.value);
                 let cmp = match p.op {
@@ -316,9 +383,8 @@ fn visible(
     def: &TypeDef,
 ) -> Result<Vec<(String, i64)>> {
     let labels: Vec<String> = fabric.read(|c| {
-        let mut stmt = c.prepare_cached(
-            "SELECT DISTINCT label FROM fabric_objects WHERE tenant = ?1 AND type = ?2",
-        )?;
+        let mut stmt =
+            c.prepare_cached("SELECT label FROM fabric_labels WHERE tenant = ?1 AND type = ?2")?;
         let rows = stmt.query_map([tenant.as_str(), def.name().as_str()], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
     })?;
@@ -353,56 +419,60 @@ pub(super) fn list(
         .map(|c| decode_cursor(c, sort_field, desc))
         .transpose()?;
     // Validate every predicate even when nothing is visible, so errors do not depend on data.
-    let mut sql = Sql::default();
-    let vis = visible(fabric, tenant, snap, subject, def)?;
     let mut preds = Sql::default();
-    predicates(&mut preds, tenant, def, snap, subject, &q.filter)?;
+    predicates(&mut preds, def, snap, subject, &q.filter)?;
+    let vis = visible(fabric, tenant, snap, subject, def)?;
     if vis.is_empty() {
         return Ok(Page {
             items: Vec::new(),
             next_cursor: None,
         });
     }
-    selection(&mut sql, tenant, def, &vis);
-    sql.push(", top AS (SELECT sel.id AS id, sel.label AS label, sel.version AS version, sel.data AS data, ");
-    match sort_field {
-        Some(field) => {
-            sql.push("coalesce(si.t, -1) AS st, coalesce(si.v, 0) AS sv FROM sel LEFT JOIN fabric_index si ON si.tenant = ")
-                .bind(tenant.as_str().to_owned())
-                .push(" AND si.type = ")
-                .bind(def.name().to_string())
-                .push(" AND si.id = sel.id AND si.label = sel.label AND si.field = ")
-                .bind(field.to_owned());
-        }
-        None => {
-            sql.push("-1 AS st, 0 AS sv FROM sel");
-        }
-    }
-    sql.push(" WHERE sel.rn = 1");
+    let driver = Driver::choose(sort_field, &q.filter);
+    let mut sql = Sql::default();
+    with_visible(&mut sql, &vis);
+    let (key_t, key_v, key_id) = match (&driver, sort_field) {
+        (Driver::Objects, _) => ("-1", "0", "o.id"),
+        (Driver::Index { .. }, Some(_)) => ("d.t", "d.v", "d.id"),
+        (Driver::Index { .. }, None) => ("-1", "0", "d.id"),
+    };
+    sql.push(&format!(
+        "SELECT o.id, o.label, o.version, o.data, {key_t}, {key_v} "
+    ));
+    chosen_versions(&mut sql, tenant, def, &vis, &driver);
     sql.text.push_str(&preds.text);
     sql.params.append(&mut preds.params);
-    sql.push(") SELECT id, label, version, data, st, sv FROM top");
     let (cmp, dir) = if desc {
         (" < ", " DESC")
     } else {
         (" > ", " ASC")
     };
     if let Some((t, v, id)) = after {
-        sql.push(" WHERE (st, sv, id)")
-            .push(cmp)
-            .push("(")
-            .bind(t)
-            .push(", ")
-            .bind(v)
-            .push(", ")
-            .bind(id)
-            .push(")");
+        if sort_field.is_some() {
+            sql.push(&format!(" AND ({key_t}, {key_v}, {key_id})"))
+                .push(cmp)
+                .push("(")
+                .bind(t)
+                .push(", ")
+                .bind(v)
+                .push(", ")
+                .bind(id)
+                .push(")");
+        } else {
+            sql.push(&format!(" AND {key_id}")).push(cmp).bind(id);
+        }
     }
-    sql.push(&format!(" ORDER BY st{dir}, sv{dir}, id{dir} LIMIT "))
-        .bind(i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX));
+    if sort_field.is_some() {
+        sql.push(&format!(
+            " ORDER BY {key_t}{dir}, {key_v}{dir}, {key_id}{dir} LIMIT "
+        ));
+    } else {
+        sql.push(&format!(" ORDER BY {key_id}{dir} LIMIT "));
+    }
+    sql.bind(i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX));
     type Raw = (String, String, i64, String, i64, SqlValue);
     let rows: Vec<Raw> = fabric.read(|c| {
-        let mut stmt = c.prepare(&sql.text)?;
+        let mut stmt = c.prepare_cached(&sql.text)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(sql.params.iter()), |r| {
             Ok((
                 r.get(0)?,
@@ -451,19 +521,21 @@ pub(super) fn count(
     def: &TypeDef,
     filter: &[Predicate],
 ) -> Result<u64> {
-    let vis = visible(fabric, tenant, snap, subject, def)?;
     let mut preds = Sql::default();
-    predicates(&mut preds, tenant, def, snap, subject, filter)?;
+    predicates(&mut preds, def, snap, subject, filter)?;
+    let vis = visible(fabric, tenant, snap, subject, def)?;
     if vis.is_empty() {
         return Ok(0);
     }
+    let driver = Driver::choose(None, filter);
     let mut sql = Sql::default();
-    selection(&mut sql, tenant, def, &vis);
-    sql.push("SELECT count(*) FROM sel WHERE sel.rn = 1");
+    with_visible(&mut sql, &vis);
+    sql.push("SELECT count(*) ");
+    chosen_versions(&mut sql, tenant, def, &vis, &driver);
     sql.text.push_str(&preds.text);
     sql.params.append(&mut preds.params);
     let n: i64 = fabric.read(|c| {
-        Ok(c.prepare(&sql.text)?
+        Ok(c.prepare_cached(&sql.text)?
             .query_row(rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))?)
     })?;
     u64::try_from(n).map_err(corrupt)
