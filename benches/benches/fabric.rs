@@ -337,9 +337,76 @@ fn objects(c: &mut Criterion) {
     });
 }
 
+/// A file-backed fabric whose log holds a `case` type and `n` created objects (one indexed
+/// field), appended straight to the log in batches of 10,000 (no projections written), ready for
+/// `rebuild`.
+fn log_of(dir: &std::path::Path, n: u64) -> (nodus_fabric::Fabric, TenantId) {
+    let acme = TenantId::new("acme").unwrap();
+    let log = std::sync::Arc::new(
+        SqliteEventLog::open(&dir.join("fabric.db"), node(1), Durability::Normal).unwrap(),
+    );
+    let fabric = nodus_fabric::Fabric::new(log.clone()).unwrap();
+    let store = nodus_policy::PolicyStore::new(nodus_policy::PolicySources::new().with_tenant(
+        acme.clone(),
+        "tenants/acme.toml",
+        "",
+    ))
+    .unwrap();
+    let snap = store.snapshot(&acme).unwrap();
+    fabric
+        .define_type(
+            &acme,
+            &snap,
+            "case",
+            json!({"type":"object","properties":{"title":{"type":"string"},"status":{"type":"string"},"n":{"type":"integer"}}}),
+            json!({"status":{"indexed":true}}),
+        )
+        .unwrap();
+    let mut k = 0u64;
+    while k < n {
+        let batch: Vec<NewEvent> = (k..n.min(k + 10_000))
+            .map(|i| {
+                let status = if i % 20 == 0 { "closed" } else { "open" };
+                NewEvent::new(
+                    EventKind::new("object.created").unwrap(),
+                    EntityId::new(format!("case/c{i:07}")).unwrap(),
+                    EventLabel::new("UNCLASSIFIED").unwrap(),
+                    Payload::from_value(&json!({"type": "case", "id": format!("c{i:07}"),
+                        "data": {"title": format!("case {i}"), "status": status, "n": i}}))
+                    .unwrap(),
+                )
+            })
+            .collect();
+        k += batch.len() as u64;
+        log.append(&acme, batch).unwrap();
+    }
+    (fabric, acme)
+}
+
+fn rebuild(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (fabric, acme) = log_of(dir.path(), 100_000);
+    let mut g = c.benchmark_group("rebuild");
+    g.sample_size(10);
+    g.bench_function("rebuild_100k_events", |b| {
+        b.iter(|| fabric.rebuild(&acme).unwrap())
+    });
+    g.finish();
+    // The figure, one shot (a criterion run would take ten): set NODUS_BENCH_REBUILD_1M=1.
+    if std::env::var_os("NODUS_BENCH_REBUILD_1M").is_some() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = std::time::Instant::now();
+        let (fabric, acme) = log_of(dir.path(), 1_000_000);
+        eprintln!("rebuild_1m: appended 1,000,000 events in {:?}", t.elapsed());
+        let t = std::time::Instant::now();
+        fabric.rebuild(&acme).unwrap();
+        eprintln!("rebuild_1m: rebuilt 1,000,000 events in {:?}", t.elapsed());
+    }
+}
+
 criterion_group! {
     name = fabric;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).sample_size(30);
-    targets = benches, objects
+    targets = benches, objects, rebuild
 }
 criterion_main!(fabric);

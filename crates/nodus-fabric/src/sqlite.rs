@@ -287,35 +287,36 @@ impl SqliteEventLog {
         f(&conn)
     }
 
-    /// Runs `f` in one transaction with every applied event of `tenant`, in local application
-    /// order, for rebuilding projections from the log (all events are held in memory at once).
-    /// If `f` fails, nothing it wrote is kept.
+    /// Rebuilds projections of `tenant` in one transaction: runs `clear`, then `apply` on every
+    /// applied event of the tenant in local application order, streamed from the log (memory
+    /// stays bounded by one event, whatever the log's size). Each event's hash is checked as it
+    /// is read. If any step fails, nothing written is kept.
     ///
     /// # Errors
-    /// `f`'s error or an [`EventLogError`] converted into `E`.
-    pub fn rebuild_with<E, F>(&self, tenant: &TenantId, f: F) -> Result<(), E>
+    /// `clear`'s or `apply`'s error, or an [`EventLogError`] converted into `E`.
+    pub fn rebuild_with<E, C, F>(&self, tenant: &TenantId, clear: C, mut apply: F) -> Result<(), E>
     where
         E: From<EventLogError>,
-        F: FnOnce(&Transaction<'_>, &[Event]) -> Result<(), E>,
+        C: FnOnce(&Transaction<'_>) -> Result<(), E>,
+        F: FnMut(&Transaction<'_>, &Event) -> Result<(), E>,
     {
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
-        let events = {
+        clear(&tx)?;
+        {
             let mut stmt = tx
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLS} FROM events WHERE tenant = ?1 ORDER BY pos"
                 ))
                 .map_err(storage)?;
             let mut rows = stmt.query([tenant.as_str()]).map_err(storage)?;
-            let mut out = Vec::new();
             while let Some(row) = rows.next().map_err(storage)? {
-                out.push(checked_event(tenant, row, 0)?);
+                let e = checked_event(tenant, row, 0)?;
+                apply(&tx, &e)?;
             }
-            out
-        };
-        f(&tx, &events)?;
+        }
         tx.commit().map_err(storage)?;
         Ok(())
     }

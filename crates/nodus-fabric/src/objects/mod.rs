@@ -1119,18 +1119,19 @@ impl Fabric {
     /// # Errors
     /// [`FabricError::Log`]; nothing changes then.
     pub fn rebuild(&self, tenant: &TenantId) -> Result<()> {
-        self.log.rebuild_with(tenant, |tx, events| {
-            for table in PROJECTION_TABLES {
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE tenant = ?1"),
-                    [tenant.as_str()],
-                )?;
-            }
-            for e in events {
-                apply::apply_event(tx, tenant, e)?;
-            }
-            Ok::<(), FabricError>(())
-        })
+        self.log.rebuild_with(
+            tenant,
+            |tx| {
+                for table in PROJECTION_TABLES {
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE tenant = ?1"),
+                        [tenant.as_str()],
+                    )?;
+                }
+                Ok::<(), FabricError>(())
+            },
+            |tx, e| apply::apply_event(tx, tenant, e).map(|_| ()),
+        )
     }
 
     /// Every projection row of the tenant as text, table by table (in [`PROJECTION_TABLES`]
