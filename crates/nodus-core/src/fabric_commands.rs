@@ -36,27 +36,30 @@ fn prepare(
     type_name: Option<&str>,
 ) -> Result<std::sync::Arc<PolicySnapshot>, CommandError> {
     let policy = &n.inner.policy;
-    if let Some(t) = type_name {
-        // A per-type permission seen for the first time is interned after the snapshots were
-        // compiled: recompile them once (same content and epoch) so this and every later check
-        // takes the bitset fast path instead of matching patterns.
+    // A per-type permission seen for the first time is interned after the snapshots were
+    // compiled: recompile them once (same content and epoch) so this and every later check
+    // takes the bitset fast path instead of matching patterns.
+    let permission = type_name.map(|t| {
         let name = format!("{action}.{t}");
-        if policy.symbols().permissions().get(&name).is_none() {
-            policy.symbols().permission(&name);
-            policy.recompile();
+        match policy.symbols().permissions().get(&name) {
+            Some(id) => nodus_policy::PermissionId(id),
+            None => {
+                let id = policy.symbols().permission(&name);
+                policy.recompile();
+                id
+            }
         }
-    }
+    });
     let snap = policy
         .snapshot(ctx.tenant())
         .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
-    if let Some(t) = type_name {
-        let permission = policy.symbols().permission(&format!("{action}.{t}"));
-        if !snap.permits(ctx.subject(), permission) {
-            return Err(CommandError::new(
-                "MissingPermission",
-                format!("`{action}` on type `{t}` needs the permission `{action}.{t}`"),
-            ));
-        }
+    if let (Some(t), Some(permission)) = (type_name, permission)
+        && !snap.permits(ctx.subject(), permission)
+    {
+        return Err(CommandError::new(
+            "MissingPermission",
+            format!("`{action}` on type `{t}` needs the permission `{action}.{t}`"),
+        ));
     }
     Ok(snap)
 }
@@ -220,6 +223,18 @@ pub struct ObjectRef {
     pub id: String,
 }
 
+/// An [`ObjectView`] back from its cached JSON form (what `serde_json::to_value` made of it),
+/// field by field: cheaper than going through `Deserialize`.
+fn cached_view(v: &Value) -> Option<ObjectView> {
+    Some(ObjectView {
+        type_name: v.get("type")?.as_str()?.to_owned(),
+        id: v.get("id")?.as_str()?.to_owned(),
+        label: v.get("label")?.as_str()?.to_owned(),
+        version: v.get("version")?.as_u64()?,
+        data: v.get("data")?.clone(),
+    })
+}
+
 /// `objects.get`: the version of an object the caller sees (the highest it dominates).
 pub struct ObjectsGet(pub(crate) WeakNodus);
 
@@ -238,7 +253,7 @@ impl Command for ObjectsGet {
         let entity = format!("{}/{}", input.type_name, input.id);
         let cache = &n.inner.objects_cache;
         if let Some(hit) = cache.get(ctx.tenant(), &who, &entity)
-            && let Ok(view) = ObjectView::deserialize(&*hit)
+            && let Some(view) = cached_view(&hit)
         {
             return Ok(view);
         }

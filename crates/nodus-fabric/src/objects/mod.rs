@@ -516,6 +516,34 @@ fn load_type(conn: &Connection, tenant: &TenantId, name: &str) -> Result<Option<
         .transpose()
 }
 
+/// The stored versions of `type/id` for reading: label, version, deleted and data (no merge
+/// stamps, which only applying events needs).
+pub(crate) fn load_versions(
+    conn: &Connection,
+    tenant: &TenantId,
+    type_name: &str,
+    id: &str,
+) -> Result<Vec<VersionRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT label, version, deleted, data FROM fabric_objects
+         WHERE tenant = ?1 AND type = ?2 AND id = ?3 ORDER BY label",
+    )?;
+    let mut rows = stmt.query(rusqlite::params![tenant.as_str(), type_name, id])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let bad = || corrupt(format!("object `{type_name}/{id}`"));
+        let data: String = r.get(3)?;
+        out.push(VersionRow {
+            label: r.get(0)?,
+            version: u64::try_from(r.get::<_, i64>(1)?).map_err(|_| bad())?,
+            deleted: r.get::<_, i64>(2)? != 0,
+            data: serde_json::from_str(&data).map_err(|_| bad())?,
+            ..VersionRow::default()
+        });
+    }
+    Ok(out)
+}
+
 pub(crate) fn load_rows(
     conn: &Connection,
     tenant: &TenantId,
@@ -612,6 +640,28 @@ impl Fabric {
         name: &str,
     ) -> Result<TypeDef> {
         let name = TypeName::new(name)?;
+        let unknown = || FabricError::UnknownType {
+            name: name.to_string(),
+        };
+        // The stamp says whether the cached definition is current; the document is read only
+        // when it is not.
+        let stamp = self
+            .read(|c| {
+                Ok(c.prepare_cached(
+                    "SELECT stamp FROM fabric_types WHERE tenant = ?1 AND name = ?2",
+                )?
+                .query_row([tenant.as_str(), name.as_str()], |r| r.get::<_, String>(0))
+                .optional()?)
+            })?
+            .ok_or_else(unknown)?;
+        let scheme = snap.label_scheme();
+        let key = (tenant.clone(), name.to_string());
+        if let Some((s, id, def)) = self.types.lock().get(&key)
+            && *s == stamp
+            && *id == scheme.id()
+        {
+            return Ok(def.clone());
+        }
         let (stamp, doc) = self
             .read(|c| {
                 Ok(c.prepare_cached(
@@ -622,17 +672,7 @@ impl Fabric {
                 })
                 .optional()?)
             })?
-            .ok_or_else(|| FabricError::UnknownType {
-                name: name.to_string(),
-            })?;
-        let scheme = snap.label_scheme();
-        let key = (tenant.clone(), name.to_string());
-        if let Some((s, id, def)) = self.types.lock().get(&key)
-            && *s == stamp
-            && *id == scheme.id()
-        {
-            return Ok(def.clone());
-        }
+            .ok_or_else(unknown)?;
         let doc: TypeDoc =
             serde_json::from_str(&doc).map_err(|_| corrupt(format!("type `{name}`")))?;
         let def = TypeDef::from_doc(doc, scheme)?;
@@ -870,7 +910,7 @@ impl Fabric {
         check_subject(tenant, snap, subject)?;
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
-        let rows = self.read(|c| load_rows(c, tenant, def.name().as_str(), id, None))?;
+        let rows = self.read(|c| load_versions(c, tenant, def.name().as_str(), id))?;
         let row = select(snap, subject, &rows).ok_or_else(|| not_found(&def, id))?;
         Ok(view(&def, snap, subject, id, row))
     }
@@ -901,7 +941,7 @@ impl Fabric {
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         let tname = def.name().to_string();
-        let rows = self.read(|c| load_rows(c, tenant, &tname, id, None))?;
+        let rows = self.read(|c| load_versions(c, tenant, &tname, id))?;
         let row = select(snap, subject, &rows)
             .ok_or_else(|| not_found(&def, id))?
             .clone();
@@ -954,7 +994,7 @@ impl Fabric {
         let def = self.require_type(tenant, snap, type_name)?;
         check_id(id)?;
         let tname = def.name().to_string();
-        let rows = self.read(|c| load_rows(c, tenant, &tname, id, None))?;
+        let rows = self.read(|c| load_versions(c, tenant, &tname, id))?;
         let row = select(snap, subject, &rows)
             .ok_or_else(|| not_found(&def, id))?
             .clone();

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::apply::{ABSENT, index_value};
 use super::{
     Fabric, FabricError, HistoryEntry, HistoryKind, MAX_PAGE, ObjectView, Result, VersionRow,
-    corrupt, load_rows, mask, ranked_visible,
+    corrupt, load_versions, mask, ranked_visible,
 };
 use crate::types::TypeDef;
 
@@ -551,7 +551,7 @@ pub(super) fn history(
 ) -> Result<Vec<HistoryEntry>> {
     let tname = def.name().to_string();
     let (rows, events) = fabric.read(|c: &Connection| {
-        let rows: Vec<VersionRow> = load_rows(c, tenant, &tname, id, None)?;
+        let rows: Vec<VersionRow> = load_versions(c, tenant, &tname, id)?;
         let mut stmt = c.prepare_cached(
             "SELECT label, kind, change FROM fabric_history WHERE tenant = ?1 AND type = ?2 AND id = ?3 ORDER BY stamp",
         )?;
