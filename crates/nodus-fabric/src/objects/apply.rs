@@ -38,7 +38,9 @@ struct ObjectPayload {
 pub(crate) fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
     match e.kind.as_str() {
         TYPE_DEFINED => apply_type(conn, tenant, e),
-        OBJECT_CREATED | OBJECT_UPDATED | OBJECT_DELETED => apply_object(conn, tenant, e),
+        OBJECT_CREATED | OBJECT_UPDATED | OBJECT_DELETED => {
+            apply_object(conn, tenant, e).map(|r| r.is_some())
+        }
         _ => Ok(true),
     }
 }
@@ -185,14 +187,20 @@ fn set_field(row: &mut VersionRow, field: &str, value: Option<&Value>, s: &str) 
     }
 }
 
-fn apply_object(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
+/// Applies one object event; the labelled version after it, or `None` when the payload is not
+/// well formed (no effect).
+pub(crate) fn apply_object(
+    conn: &Connection,
+    tenant: &TenantId,
+    e: &Event,
+) -> Result<Option<VersionRow>> {
     let Some(p) = e
         .payload
         .to_value()
         .ok()
         .and_then(|v| serde_json::from_value::<ObjectPayload>(v).ok())
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let label = e.label.as_str();
     let mut row = load_rows(conn, tenant, &p.type_name, &p.id, Some(label))?
@@ -207,7 +215,7 @@ fn apply_object(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool>
     let (kind, change) = match e.kind.as_str() {
         OBJECT_CREATED => {
             let Some(data) = p.data else {
-                return Ok(false);
+                return Ok(None);
             };
             if s > row.reset {
                 row.reset.clone_from(&s);
@@ -266,7 +274,7 @@ fn apply_object(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bool>
         kind,
         canonical(&change)
     ])?;
-    Ok(true)
+    Ok(Some(row))
 }
 
 /// Canonical JSON text (the payload form), or compact JSON if too deep.

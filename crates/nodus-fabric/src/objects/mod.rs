@@ -872,21 +872,28 @@ impl Fabric {
         );
         let mut out = None;
         self.log.append_with(tenant, vec![ev], |tx, evs| {
-            let existing = load_rows(tx, tenant, &tname, &id, Some(&label_text))?;
-            if existing.iter().any(|r| !r.deleted) {
+            let live: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT deleted FROM fabric_objects
+                     WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
+                )?
+                .query_row(
+                    rusqlite::params![tenant.as_str(), tname, id, label_text],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if live == Some(0) {
                 return Err(FabricError::AlreadyExists {
                     type_name: tname.clone(),
                     id: id.clone(),
                     label: label_text.clone(),
                 });
             }
+            let mut row = None;
             for e in evs {
-                apply::apply_event(tx, tenant, e)?;
+                row = apply::apply_object(tx, tenant, e)?;
             }
-            let row = load_rows(tx, tenant, &tname, &id, Some(&label_text))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| corrupt("a created object was not projected"))?;
+            let row = row.ok_or_else(|| corrupt("a created object was not projected"))?;
             out = Some(view(&def, snap, subject, &id, &row));
             Ok(())
         })?;
@@ -1064,11 +1071,8 @@ impl Fabric {
                 }
             }
             for e in evs {
-                apply::apply_event(tx, tenant, e)?;
+                out = apply::apply_object(tx, tenant, e)?;
             }
-            out = load_rows(tx, tenant, tname, id, Some(&row.label))?
-                .into_iter()
-                .next();
             Ok(())
         })?;
         Ok(out)
