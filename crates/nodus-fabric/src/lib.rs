@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod canonical;
+mod engine;
 mod event;
 mod log;
 pub mod objects;
