@@ -454,7 +454,12 @@ impl Verifier {
     }
 
     /// A recorded head; `None` fields did not decode.
-    pub(crate) fn head(&mut self, chain: Option<ChainId>, seq: Option<u64>, hash: Option<[u8; 32]>) {
+    pub(crate) fn head(
+        &mut self,
+        chain: Option<ChainId>,
+        seq: Option<u64>,
+        hash: Option<[u8; 32]>,
+    ) {
         match (chain, seq, hash) {
             (Some(c), Some(s), Some(h)) => {
                 self.heads.insert(c, (s, EventHash::from_bytes(h)));

@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, Trans
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{
-    self, EMPTY_HEAD, Head, Table, VerifyRow, Verifier, build_append, corrupt, corrupt_raw,
+    self, EMPTY_HEAD, Head, Table, Verifier, VerifyRow, build_append, corrupt, corrupt_raw,
 };
 use crate::event::{
     ChainId, EntityId, Event, EventHash, EventKind, EventLabel, EventRef, Incarnation, NewEvent,
