@@ -409,9 +409,11 @@ impl<E: Exec> Db<'_, E> {
     }
 }
 
-/// A failed attempt: retry it (another writer won a race; nothing was kept), or give up.
+/// A failed attempt: retry it (another writer won a race; nothing was kept), reconnect and retry
+/// it (the connection was lost before anything could be committed), or give up.
 enum Failure {
     Retry,
+    Reconnect,
     Fatal(EventLogError),
 }
 
@@ -498,6 +500,18 @@ fn retryable(e: &postgres::Error) -> bool {
     )
 }
 
+/// Whether the error says the connection is gone (closed, reset, or the server shutting it down).
+fn connection_lost(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || matches!(
+            e.code(),
+            Some(c) if *c == SqlState::ADMIN_SHUTDOWN
+                || *c == SqlState::CRASH_SHUTDOWN
+                || *c == SqlState::CANNOT_CONNECT_NOW
+        )
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
 fn sql_int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -536,9 +550,12 @@ impl PgEventLog {
                 schema.chars().take(64).collect(),
             ));
         }
-        let mut config: Config = url
-            .parse()
-            .map_err(|e: postgres::Error| PgConnectError::Url(describe(&e)))?;
+        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
+            // The cause alone ("unknown option `x`"): it names options, never values.
+            PgConnectError::Url(
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string()),
+            )
+        })?;
         let secret = config
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
@@ -607,9 +624,27 @@ impl PgEventLog {
         EventLogError::Storage(redact(describe(e), self.secret.as_deref()))
     }
 
+    /// A failure before the commit was sent: nothing was kept.
     fn fail(&self, e: &postgres::Error) -> Failure {
         if retryable(e) {
             Failure::Retry
+        } else if connection_lost(e) {
+            Failure::Reconnect
+        } else {
+            Failure::Fatal(self.err(e))
+        }
+    }
+
+    /// A failure of the step that commits: a lost connection leaves it unknown whether the
+    /// commit happened, so the call is not repeated (an append would be appended twice).
+    fn fail_commit(&self, e: &postgres::Error) -> Failure {
+        if retryable(e) {
+            Failure::Retry
+        } else if connection_lost(e) {
+            Failure::Fatal(EventLogError::Storage(format!(
+                "the connection to postgresql was lost while committing, so the call may or may not have been stored (read the chain to know): {}",
+                redact(describe(e), self.secret.as_deref())
+            )))
         } else {
             Failure::Fatal(self.err(e))
         }
@@ -623,8 +658,10 @@ impl PgEventLog {
     ) -> Result<T, EventLogError> {
         let mut conn = self.conn.lock();
         let mut attempt = 0u32;
+        let mut reconnect = false;
         loop {
-            if conn.client.is_closed() {
+            if reconnect || conn.client.is_closed() {
+                reconnect = false;
                 let client =
                     open_client(&self.config, self.durability).map_err(|e| self.err(&e))?;
                 *conn = Conn {
@@ -635,6 +672,15 @@ impl PgEventLog {
             match f(&mut conn, attempt) {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Reconnect) => {
+                    attempt += 1;
+                    if attempt >= MAX_ATTEMPTS {
+                        return Err(EventLogError::Storage(
+                            "the connection to postgresql keeps failing".to_owned(),
+                        ));
+                    }
+                    reconnect = true;
+                }
                 Err(Failure::Retry) => {
                     attempt += 1;
                     if attempt >= MAX_ATTEMPTS {
@@ -678,7 +724,7 @@ impl PgEventLog {
         let chain = self.node.chain();
         if attempt < OPTIMISTIC_ATTEMPTS {
             let mut db = self.db(&mut conn.client, &mut conn.stmts);
-            let out = self.append_in(&mut db, chain, tenant, events)?;
+            let out = self.append_in(&mut db, chain, tenant, events, true)?;
             return out.ok_or(Failure::Retry);
         }
         let Conn { client, stmts } = conn;
@@ -690,23 +736,25 @@ impl PgEventLog {
         let mut db = self.db(&mut tx, stmts);
         db.rows(Q::LockTenant, &[&tenant.as_str()])
             .map_err(|e| self.fail(&e))?;
-        let out = self.append_in(&mut db, chain, tenant, events)?;
+        let out = self.append_in(&mut db, chain, tenant, events, false)?;
         let Some(out) = out else {
             // Impossible while the lock is held; roll back and try again.
             return Err(Failure::Retry);
         };
-        tx.commit().map_err(|e| self.fail(&e))?;
+        tx.commit().map_err(|e| self.fail_commit(&e))?;
         Ok(out)
     }
 
     /// Reads the tenant's counters and the chain head, builds the events and writes them if the
-    /// tenant's position has not moved meanwhile. `None` when it had.
+    /// tenant's position has not moved meanwhile. `None` when it had. `autocommit`: the write
+    /// statement commits by itself.
     fn append_in<E: Exec>(
         &self,
         db: &mut Db<'_, E>,
         chain: ChainId,
         tenant: &TenantId,
         events: &[NewEvent],
+        autocommit: bool,
     ) -> Result<Option<Vec<Event>>, Failure> {
         let node_id = &chain.node_id.as_bytes()[..];
         let incarnation = &chain.incarnation.as_bytes()[..];
@@ -791,7 +839,13 @@ impl PgEventLog {
                     &hashes,
                 ],
             )
-            .map_err(|e| self.fail(&e))?;
+            .map_err(|e| {
+                if autocommit {
+                    self.fail_commit(&e)
+                } else {
+                    self.fail(&e)
+                }
+            })?;
         if written == 0 {
             return Ok(None);
         }
@@ -850,11 +904,12 @@ impl PgEventLog {
             Err(e) => {
                 return Err(match store.failed.take() {
                     Some(pe) if retryable(&pe) => Failure::Retry,
+                    Some(pe) if connection_lost(&pe) => Failure::Reconnect,
                     _ => Failure::Fatal(e),
                 });
             }
         };
-        tx.commit().map_err(|e| self.fail(&e))?;
+        tx.commit().map_err(|e| self.fail_commit(&e))?;
         Ok(report)
     }
 
