@@ -88,7 +88,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 const EVENT_COLS: &str = "node_id, incarnation, seq, lamport, kind, entity, label, payload, model_ver, prev_hash, hash, time_ms";
 
-/// When an acknowledged append or ingest is durable.
+/// When an acknowledged append or ingest is durable. (`PgEventLog` maps the same two modes to
+/// PostgreSQL's `synchronous_commit`; see `docs/postgres.md`, "Durability".)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Durability {
     /// Each call's commit is fsync'd before it returns (SQLite `synchronous=FULL`): survives
