@@ -5,7 +5,8 @@
 //! on that tenant's `tenants` row until it commits, so the writes of one tenant are serialised
 //! across every connection and node, and positions are handed out in commit order. Appends first
 //! try an optimistic single statement that commits only if the tenant's `position` is still the
-//! one read; after a few conflicts they take the lock first. Ingests always take it first. The
+//! one read (or the one this handle's last append left); after a few conflicts they take the lock
+//! first. Ingests always take it first. The
 //! primary keys and unique constraints are the backstop: a write that would duplicate an identity
 //! or a position fails as a whole and is retried.
 
@@ -326,6 +327,38 @@ impl Q {
 struct Conn {
     client: Client,
     stmts: HashMap<Q, Statement>,
+    /// What this handle last wrote per tenant (its counters and this node's chain head), so the
+    /// next append can skip reading them. Only a hint: the write commits only if the tenant's
+    /// position is still this one, and a miss drops the entry.
+    known: HashMap<TenantId, Known>,
+}
+
+/// Most tenants whose last append a handle remembers.
+const MAX_KNOWN: usize = 1024;
+
+/// A tenant's counters and this node's chain head, as of a position.
+#[derive(Clone, Copy)]
+struct Known {
+    lamport: u64,
+    position: u64,
+    head: Head,
+}
+
+impl Conn {
+    fn new(client: Client) -> Self {
+        Conn {
+            client,
+            stmts: HashMap::new(),
+            known: HashMap::new(),
+        }
+    }
+
+    fn remember(&mut self, tenant: &TenantId, known: Known) {
+        if self.known.len() >= MAX_KNOWN && !self.known.contains_key(tenant) {
+            self.known.clear();
+        }
+        self.known.insert(tenant.clone(), known);
+    }
 }
 
 /// Whatever can run a statement: the client or a transaction.
@@ -597,7 +630,10 @@ impl PgEventLog {
                 node,
             })?;
         Ok(PgEventLog {
-            conn: Mutex::new(Conn { client, stmts }),
+            conn: Mutex::new(Conn {
+                stmts,
+                ..Conn::new(client)
+            }),
             config,
             schema: schema.to_owned(),
             quoted,
@@ -664,10 +700,7 @@ impl PgEventLog {
                 reconnect = false;
                 let client =
                     open_client(&self.config, self.durability).map_err(|e| self.err(&e))?;
-                *conn = Conn {
-                    client,
-                    stmts: HashMap::new(),
-                };
+                *conn = Conn::new(client);
             }
             match f(&mut conn, attempt) {
                 Ok(v) => return Ok(v),
@@ -723,11 +756,27 @@ impl PgEventLog {
     ) -> Result<Vec<Event>, Failure> {
         let chain = self.node.chain();
         if attempt < OPTIMISTIC_ATTEMPTS {
+            // The first attempt trusts what this handle wrote last, if anything.
+            let known = if attempt == 0 {
+                conn.known.get(tenant).copied()
+            } else {
+                None
+            };
             let mut db = self.db(&mut conn.client, &mut conn.stmts);
-            let out = self.append_in(&mut db, chain, tenant, events, true)?;
-            return out.ok_or(Failure::Retry);
+            let out = self.append_in(&mut db, chain, tenant, events, known, true)?;
+            return match out {
+                Some((events, known)) => {
+                    conn.remember(tenant, known);
+                    Ok(events)
+                }
+                None => {
+                    conn.known.remove(tenant);
+                    Err(Failure::Retry)
+                }
+            };
         }
-        let Conn { client, stmts } = conn;
+        conn.known.remove(tenant);
+        let Conn { client, stmts, .. } = conn;
         let mut tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
@@ -736,46 +785,39 @@ impl PgEventLog {
         let mut db = self.db(&mut tx, stmts);
         db.rows(Q::LockTenant, &[&tenant.as_str()])
             .map_err(|e| self.fail(&e))?;
-        let out = self.append_in(&mut db, chain, tenant, events, false)?;
-        let Some(out) = out else {
+        let out = self.append_in(&mut db, chain, tenant, events, None, false)?;
+        let Some((out, known)) = out else {
             // Impossible while the lock is held; roll back and try again.
             return Err(Failure::Retry);
         };
         tx.commit().map_err(|e| self.fail_commit(&e))?;
+        conn.remember(tenant, known);
         Ok(out)
     }
 
-    /// Reads the tenant's counters and the chain head, builds the events and writes them if the
-    /// tenant's position has not moved meanwhile. `None` when it had. `autocommit`: the write
-    /// statement commits by itself.
-    fn append_in<E: Exec>(
+    /// The tenant's counters and this node's chain head, in one statement (one snapshot).
+    fn read_state<E: Exec>(
         &self,
         db: &mut Db<'_, E>,
         chain: ChainId,
         tenant: &TenantId,
-        events: &[NewEvent],
-        autocommit: bool,
-    ) -> Result<Option<Vec<Event>>, Failure> {
-        let node_id = &chain.node_id.as_bytes()[..];
-        let incarnation = &chain.incarnation.as_bytes()[..];
+    ) -> Result<Known, Failure> {
         let rows = db
-            .rows(Q::AppendRead, &[&tenant.as_str(), &node_id, &incarnation])
+            .rows(
+                Q::AppendRead,
+                &[
+                    &tenant.as_str(),
+                    &&chain.node_id.as_bytes()[..],
+                    &&chain.incarnation.as_bytes()[..],
+                ],
+            )
             .map_err(|e| self.fail(&e))?;
-        let row = rows
-            .first()
-            .ok_or_else(|| Failure::Fatal(corrupt_raw(tenant, "-", 0, "tenant counters")))?;
-        let bad = |what| Failure::Fatal(corrupt(tenant, &chain, 0, what));
+        let counters = || Failure::Fatal(corrupt_raw(tenant, "-", 0, "tenant counters"));
+        let row = rows.first().ok_or_else(counters)?;
         let (lamport, position) = match (opt_int(row, 0), opt_int(row, 1)) {
             (Ok(None), Ok(None)) => (0, 0),
             (Ok(Some(l)), Ok(Some(p))) => (l, p),
-            _ => {
-                return Err(Failure::Fatal(corrupt_raw(
-                    tenant,
-                    "-",
-                    0,
-                    "tenant counters",
-                )));
-            }
+            _ => return Err(counters()),
         };
         let head = match (opt_int(row, 2), opt_blob::<32>(row, 3), opt_int(row, 4)) {
             (Ok(None), Ok(None), Ok(None)) => EMPTY_HEAD,
@@ -784,7 +826,36 @@ impl PgEventLog {
                 hash: EventHash::from_bytes(hash),
                 lamport,
             },
-            _ => return Err(bad("chain head")),
+            _ => return Err(Failure::Fatal(corrupt(tenant, &chain, 0, "chain head"))),
+        };
+        Ok(Known {
+            lamport,
+            position,
+            head,
+        })
+    }
+
+    /// Reads the tenant's counters and the chain head (or takes `known`), builds the events and
+    /// writes them if the tenant's position has not moved meanwhile; returns them and the new
+    /// state, or `None` when it had moved. `autocommit`: the write statement commits by itself.
+    fn append_in<E: Exec>(
+        &self,
+        db: &mut Db<'_, E>,
+        chain: ChainId,
+        tenant: &TenantId,
+        events: &[NewEvent],
+        known: Option<Known>,
+        autocommit: bool,
+    ) -> Result<Option<(Vec<Event>, Known)>, Failure> {
+        let node_id = &chain.node_id.as_bytes()[..];
+        let incarnation = &chain.incarnation.as_bytes()[..];
+        let Known {
+            lamport,
+            position,
+            head,
+        } = match known {
+            Some(k) => k,
+            None => self.read_state(db, chain, tenant)?,
         };
         let appended = build_append(chain, tenant, head, lamport, position, events.to_vec())
             .map_err(Failure::Fatal)?;
@@ -857,7 +928,15 @@ impl PgEventLog {
                 "append wrote another number of events than it built",
             )));
         }
-        Ok(Some(appended.events.into_iter().map(|(e, _)| e).collect()))
+        let known = Known {
+            lamport: appended.lamport,
+            position: appended.position,
+            head: appended.head,
+        };
+        Ok(Some((
+            appended.events.into_iter().map(|(e, _)| e).collect(),
+            known,
+        )))
     }
 
     fn ingest_once(
@@ -866,7 +945,9 @@ impl PgEventLog {
         tenant: &TenantId,
         events: &[Event],
     ) -> Result<IngestReport, Failure> {
-        let Conn { client, stmts } = conn;
+        // An ingest moves the tenant's position: the next append reads it again.
+        conn.known.remove(tenant);
+        let Conn { client, stmts, .. } = conn;
         let mut tx = client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
@@ -919,7 +1000,7 @@ impl PgEventLog {
         f: impl Fn(&mut Db<'_, Transaction<'_>>) -> Result<T, Failure>,
     ) -> Result<T, EventLogError> {
         self.run(|conn, _| {
-            let Conn { client, stmts } = conn;
+            let Conn { client, stmts, .. } = conn;
             let mut tx = client
                 .build_transaction()
                 .isolation_level(IsolationLevel::RepeatableRead)

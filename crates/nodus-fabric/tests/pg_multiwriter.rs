@@ -321,3 +321,48 @@ fn many_handles_opening_a_fresh_schema_at_once() {
         .collect();
     assert_eq!(versions, vec![1, 2]);
 }
+
+#[test]
+fn alternating_handles_never_append_on_a_stale_head() {
+    let Some(url) = pg_common::url() else { return };
+    let schemas = pg_common::Schemas::new(&url, "alternate");
+    let schema = schemas.fresh();
+    let node = fresh_node();
+    // Each handle remembers what it wrote last; the other handle's writes make that stale.
+    let (h1, h2, other) = (
+        open(&url, &schema, node),
+        open(&url, &schema, node),
+        open(&url, &schema, fresh_node()),
+    );
+    let t = tenant("acme");
+    let peer = peer_chain(&t, chain_id(220, 1), 6, 0);
+    let mut mine = Vec::new();
+    for i in 0..12u64 {
+        let log = if i % 3 == 2 { &h2 } else { &h1 };
+        mine.extend(
+            log.append(&t, vec![new_event(i), new_event(i + 100)])
+                .unwrap(),
+        );
+        if i % 4 == 1 {
+            other.append(&t, vec![new_event(i)]).unwrap();
+        }
+        if i % 2 == 0 {
+            h1.ingest(&t, vec![peer[(i / 2) as usize].clone()]).unwrap();
+        }
+    }
+    assert_chain(&mine);
+    assert_eq!(h2.read_chain(&t, node_chain(&h1), 1, 100).unwrap(), mine);
+    let all = other.read_tenant(&t, None, usize::MAX).unwrap().0;
+    assert_eq!(all.len(), 24 + 3 + 6);
+    let lamports: HashSet<u64> = all
+        .iter()
+        .filter(|e| e.chain() != chain_id(220, 1))
+        .map(|e| e.lamport)
+        .collect();
+    assert_eq!(lamports.len(), 24 + 3);
+    assert!(h1.verify(&t).unwrap().is_valid());
+}
+
+fn node_chain(log: &PgEventLog) -> ChainId {
+    log.node().chain()
+}
