@@ -180,3 +180,85 @@ fn schemas_are_independent_logs() {
     assert!(two.read_tenant(&t, None, 10).unwrap().0.is_empty());
     assert_eq!(two.append(&t, vec![new_event(0)]).unwrap()[0].seq, 1);
 }
+
+#[test]
+fn tampering_behind_the_logs_back_is_found() {
+    use nodus_fabric::ProblemKind;
+    let Some(url) = pg_common::url() else { return };
+    let schemas = pg_common::Schemas::new(&url, "tamper");
+    let schema = schemas.fresh();
+    let log = PgEventLog::connect(&url, &schema, fresh_node(), Durability::Full).unwrap();
+    let t = tenant("acme");
+    let mine = log.append(&t, (0..5).map(new_event).collect()).unwrap();
+    let chain = log.node().chain();
+    assert!(log.verify(&t).unwrap().is_valid());
+    let mut admin = pg_common::client(&url);
+    let kinds = |log: &PgEventLog| -> Vec<(u64, ProblemKind)> {
+        let r = log.verify(&t).unwrap();
+        r.problems.iter().map(|p| (p.seq, p.kind)).collect()
+    };
+    // A payload edited: its hash no longer matches; reads refuse it with an error, not a panic.
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".events SET payload = '{{\"x\":1}}' WHERE seq = 2"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(kinds(&log), vec![(2, ProblemKind::HashMismatch)]);
+    assert!(matches!(
+        log.read_chain(&t, chain, 1, 10),
+        Err(EventLogError::Corrupt { seq: 2, .. })
+    ));
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".events SET payload = $1 WHERE seq = 2"),
+            &[&mine[1].payload.as_str()],
+        )
+        .unwrap();
+    assert!(log.verify(&t).unwrap().is_valid());
+    // A kind that is no event kind: undecodable (and, its hash being unknown, the next link
+    // cannot be checked: reported too, as SQLite does).
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".events SET kind = 'Not A Kind' WHERE seq = 3"),
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        kinds(&log),
+        vec![(3, ProblemKind::Undecodable), (4, ProblemKind::BrokenLink)]
+    );
+    admin
+        .execute(
+            &format!("UPDATE \"{schema}\".events SET kind = 'object.created' WHERE seq = 3"),
+            &[],
+        )
+        .unwrap();
+    // An event removed from the middle: a gap, and the counters disagree.
+    admin
+        .execute(
+            &format!("DELETE FROM \"{schema}\".events WHERE seq = 4"),
+            &[],
+        )
+        .unwrap();
+    let found = kinds(&log);
+    assert!(found.contains(&(5, ProblemKind::SeqGap)), "{found:?}");
+    assert!(found.contains(&(0, ProblemKind::Counters)), "{found:?}");
+    // A head moved back: a head mismatch.
+    admin
+        .execute(&format!("UPDATE \"{schema}\".chains SET seq = 1"), &[])
+        .unwrap();
+    assert!(
+        kinds(&log)
+            .iter()
+            .any(|(_, k)| *k == ProblemKind::HeadMismatch)
+    );
+    // The identity is a key: a second version of seq 1 cannot be stored behind the log's back.
+    let dup = admin.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".events SELECT tenant, node_id, incarnation, seq, pos + 100, lamport, kind, entity, label, '{{}}', model_ver, prev_hash, hash, time_ms FROM \"{schema}\".events WHERE seq = 1"
+        ),
+        &[],
+    );
+    assert!(dup.is_err());
+}
