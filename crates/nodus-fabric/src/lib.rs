@@ -1,9 +1,12 @@
 #![doc = include_str!("../README.md")]
 
 mod canonical;
+mod engine;
 mod event;
 mod log;
 pub mod objects;
+#[cfg(feature = "postgres")]
+mod pg;
 mod sqlite;
 pub mod state;
 pub mod types;
@@ -24,5 +27,7 @@ pub use objects::{
     Direction, Fabric, FabricError, FabricIngestReport, HistoryEntry, HistoryKind, ListQuery,
     ObjectView, Op, Page, Predicate,
 };
+#[cfg(feature = "postgres")]
+pub use pg::{PgConnectError, PgEventLog};
 pub use sqlite::{Durability, STORE_FORMAT, SqliteEventLog};
 pub use upcast::{Upcast, UpcastError, UpcastFn, Upcasters};

@@ -1,8 +1,7 @@
 //! `SqliteEventLog`: the default [`TenantEventLog`] on SQLite.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nodus_policy::TenantId;
 use parking_lot::Mutex;
@@ -10,14 +9,16 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{
+    self, EMPTY_HEAD, Head, Table, Verifier, VerifyRow, build_append, corrupt, corrupt_raw,
+};
 use crate::event::{
-    ChainId, EntityId, Event, EventHash, EventKind, EventLabel, EventRef, Incarnation, MAX_COUNTER,
-    NewEvent, NodeId, Payload,
+    ChainId, EntityId, Event, EventHash, EventKind, EventLabel, EventRef, Incarnation, NewEvent,
+    NodeId, Payload,
 };
 use crate::log::{
     ChainHead, Cursor, Equivocation, EquivocationKind, EventLogError, IngestReport, NodeInfo,
-    ProblemKind, RejectReason, Rejection, TenantEventLog, VerifyProblem, VerifyReport,
-    VersionVector, storage,
+    TenantEventLog, VerifyReport, VersionVector, storage,
 };
 
 /// The value of the `format` metadata key of a store this version writes.
@@ -87,7 +88,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 
 const EVENT_COLS: &str = "node_id, incarnation, seq, lamport, kind, entity, label, payload, model_ver, prev_hash, hash, time_ms";
 
-/// When an acknowledged append or ingest is durable.
+/// When an acknowledged append or ingest is durable. (`PgEventLog` maps the same two modes to
+/// PostgreSQL's `synchronous_commit`; see `docs/postgres.md`, "Durability".)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Durability {
     /// Each call's commit is fsync'd before it returns (SQLite `synchronous=FULL`): survives
@@ -264,7 +266,14 @@ impl SqliteEventLog {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(storage)?;
-        let report = Ingest::new(&tx, self.node.chain(), tenant)?.run(events)?;
+        let counters = tenant_counters(&tx, tenant)?;
+        let report = engine::ingest(
+            &mut SqliteStore { tx: &tx, tenant },
+            self.node.chain(),
+            tenant,
+            counters,
+            events,
+        )?;
         f(&tx, &report)?;
         tx.commit().map_err(storage)?;
         Ok(report)
@@ -544,19 +553,6 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn corrupt(tenant: &TenantId, chain: &ChainId, seq: u64, reason: &str) -> EventLogError {
-    corrupt_raw(tenant, &chain.to_string(), seq, reason)
-}
-
-fn corrupt_raw(tenant: &TenantId, chain: &str, seq: u64, reason: &str) -> EventLogError {
-    EventLogError::Corrupt {
-        tenant: tenant.clone(),
-        chain: chain.to_owned(),
-        seq,
-        reason: reason.to_owned(),
-    }
-}
-
 /// Decodes the event columns (`EVENT_COLS`, from column `at`) of a row of `tenant`. The hash is
 /// the stored one, not checked. `Err` names the field that does not decode, with the chain and
 /// seq when those decode.
@@ -607,30 +603,8 @@ fn checked_event(tenant: &TenantId, row: &Row<'_>, at: usize) -> Result<Event, E
     Ok(e)
 }
 
-fn now_ms() -> Result<u64, EventLogError> {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| EventLogError::Clock)?;
-    Ok(u64::try_from(d.as_millis())
-        .unwrap_or(MAX_COUNTER)
-        .min(MAX_COUNTER))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Shared write helpers.
-
-#[derive(Clone, Copy)]
-struct Head {
-    seq: u64,
-    hash: EventHash,
-    lamport: u64,
-}
-
-const EMPTY_HEAD: Head = Head {
-    seq: 0,
-    hash: EventHash::ZERO,
-    lamport: 0,
-};
 
 fn tenant_counters(tx: &Transaction<'_>, tenant: &TenantId) -> Result<(u64, u64), EventLogError> {
     let mut stmt = tx
@@ -773,199 +747,43 @@ fn append_tx(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let (mut lamport, mut position) = tenant_counters(tx, tenant)?;
-    let mut head = load_head(tx, tenant, &chain)?;
-    let time_ms = now_ms()?;
-    let exhausted = |counter| EventLogError::Exhausted {
-        tenant: tenant.clone(),
-        counter,
-    };
-    let mut out = Vec::with_capacity(events.len());
-    for ne in events {
-        let seq = next(head.seq).ok_or_else(|| exhausted("seq"))?;
-        lamport = next(lamport).ok_or_else(|| exhausted("lamport"))?;
-        position = next(position).ok_or_else(|| exhausted("position"))?;
-        let mut e = Event {
-            tenant: tenant.clone(),
-            node_id: chain.node_id,
-            incarnation: chain.incarnation,
-            seq,
-            lamport,
-            kind: ne.kind,
-            entity: ne.entity,
-            label: ne.label,
-            payload: ne.payload,
-            model_ver: ne.model_ver,
-            prev_hash: head.hash,
-            hash: EventHash::ZERO,
-            time_ms,
-        };
-        e.hash = e.compute_hash();
-        insert_event(tx, &e, position)?;
-        head = Head {
-            seq,
-            hash: e.hash,
-            lamport,
-        };
+    let (lamport, position) = tenant_counters(tx, tenant)?;
+    let head = load_head(tx, tenant, &chain)?;
+    let appended = build_append(chain, tenant, head, lamport, position, events)?;
+    let mut out = Vec::with_capacity(appended.events.len());
+    for (e, pos) in appended.events {
+        insert_event(tx, &e, pos)?;
         out.push(e);
     }
-    save_head(tx, tenant, &chain, &head)?;
-    save_counters(tx, tenant, lamport, position)?;
+    save_head(tx, tenant, &chain, &appended.head)?;
+    save_counters(tx, tenant, appended.lamport, appended.position)?;
     Ok(out)
-}
-
-fn next(v: u64) -> Option<u64> {
-    v.checked_add(1).filter(|n| *n <= MAX_COUNTER)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Ingest.
 
-struct Ingest<'t, 'c> {
+/// The SQLite side of [`engine::Store`]: one tenant, inside the call's transaction.
+struct SqliteStore<'t, 'c> {
     tx: &'t Transaction<'c>,
-    local: ChainId,
     tenant: &'t TenantId,
-    lamport: u64,
-    position: u64,
-    heads: HashMap<ChainId, Head>,
-    dirty: HashSet<ChainId>,
-    has_pending: HashMap<ChainId, bool>,
-    /// Whether the tenant has anything in quarantine (looked up once, on first need).
-    any_quarantined: Option<bool>,
-    held: Vec<EventRef>,
-    report: IngestReport,
 }
 
-impl<'t, 'c> Ingest<'t, 'c> {
-    fn new(
-        tx: &'t Transaction<'c>,
-        local: ChainId,
-        tenant: &'t TenantId,
-    ) -> Result<Self, EventLogError> {
-        let (lamport, position) = tenant_counters(tx, tenant)?;
-        Ok(Ingest {
-            tx,
-            local,
-            tenant,
-            lamport,
-            position,
-            heads: HashMap::new(),
-            dirty: HashSet::new(),
-            has_pending: HashMap::new(),
-            any_quarantined: None,
-            held: Vec::new(),
-            report: IngestReport::default(),
-        })
+impl engine::Store for SqliteStore<'_, '_> {
+    fn load_head(&mut self, chain: &ChainId) -> Result<Head, EventLogError> {
+        load_head(self.tx, self.tenant, chain)
     }
 
-    fn run(mut self, events: Vec<Event>) -> Result<IngestReport, EventLogError> {
-        for e in events {
-            self.one(e)?;
-        }
-        for chain in std::mem::take(&mut self.dirty) {
-            let head = self.head(&chain)?;
-            save_head(self.tx, self.tenant, &chain, &head)?;
-        }
-        if !self.report.applied.is_empty() {
-            save_counters(self.tx, self.tenant, self.lamport, self.position)?;
-        }
-        self.report.pending = self.held;
-        Ok(self.report)
-    }
-
-    fn reject(&mut self, e: &Event, reason: RejectReason) {
-        self.report.rejected.push(Rejection {
-            event: e.event_ref(),
-            reason,
-        });
-    }
-
-    fn one(&mut self, e: Event) -> Result<(), EventLogError> {
-        if &e.tenant != self.tenant {
-            self.reject(&e, RejectReason::WrongTenant);
-            return Ok(());
-        }
-        for (field, v, min) in [
-            ("seq", e.seq, 1),
-            ("lamport", e.lamport, 1),
-            ("time_ms", e.time_ms, 0),
-        ] {
-            if v < min || v > MAX_COUNTER {
-                self.reject(
-                    &e,
-                    RejectReason::OutOfRange {
-                        field: field.to_owned(),
-                    },
-                );
-                return Ok(());
-            }
-        }
-        let computed = e.compute_hash();
-        if computed != e.hash {
-            self.reject(&e, RejectReason::HashMismatch { computed });
-            return Ok(());
-        }
-        if e.seq == 1 && e.prev_hash != EventHash::ZERO {
-            self.reject(&e, RejectReason::FirstEventPrevHash);
-            return Ok(());
-        }
-        let chain = e.chain();
-        if let Some(stored) = self.find(&chain, e.seq)? {
-            if stored.hash == e.hash || self.quarantined(&e.hash)? {
-                self.report.duplicates += 1;
-            } else {
-                self.quarantine(EquivocationKind::SameSeq, stored, e)?;
-            }
-            return Ok(());
-        }
-        if self.quarantined(&e.hash)? {
-            self.report.duplicates += 1;
-            return Ok(());
-        }
-        if chain == self.local {
-            self.reject(&e, RejectReason::LocalChain);
-            return Ok(());
-        }
-        let head = self.head(&chain)?;
-        if e.seq == head.seq + 1 {
-            self.apply(e)?;
-            self.promote(&chain)?;
-        } else if e.seq > head.seq {
-            self.hold(&e)?;
-        } else {
-            // Below the head but not stored: the store contradicts itself.
-            return Err(corrupt(
-                self.tenant,
-                &chain,
-                e.seq,
-                "missing below the chain head",
-            ));
-        }
-        Ok(())
-    }
-
-    fn head(&mut self, chain: &ChainId) -> Result<Head, EventLogError> {
-        if let Some(h) = self.heads.get(chain) {
-            return Ok(*h);
-        }
-        let h = load_head(self.tx, self.tenant, chain)?;
-        self.heads.insert(*chain, h);
-        Ok(h)
-    }
-
-    /// The stored version of `(chain, seq)`, applied or pending.
-    fn find(&mut self, chain: &ChainId, seq: u64) -> Result<Option<Event>, EventLogError> {
-        let head = self.head(chain)?;
-        if seq <= head.seq {
-            return self.load(chain, seq, "events");
-        }
-        if !self.pending_in(chain)? {
-            return Ok(None);
-        }
-        self.load(chain, seq, "pending")
-    }
-
-    fn load(&self, chain: &ChainId, seq: u64, table: &str) -> Result<Option<Event>, EventLogError> {
+    fn load(
+        &mut self,
+        chain: &ChainId,
+        seq: u64,
+        table: Table,
+    ) -> Result<Option<Event>, EventLogError> {
+        let table = match table {
+            Table::Events => "events",
+            Table::Pending => "pending",
+        };
         let mut stmt = self
             .tx
             .prepare_cached(&format!(
@@ -986,12 +804,8 @@ impl<'t, 'c> Ingest<'t, 'c> {
         }
     }
 
-    fn pending_in(&mut self, chain: &ChainId) -> Result<bool, EventLogError> {
-        if let Some(p) = self.has_pending.get(chain) {
-            return Ok(*p);
-        }
-        let p = self
-            .tx
+    fn has_pending(&mut self, chain: &ChainId) -> Result<bool, EventLogError> {
+        self.tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM pending WHERE tenant = ?1 AND node_id = ?2 AND incarnation = ?3)",
             )
@@ -1004,29 +818,18 @@ impl<'t, 'c> Ingest<'t, 'c> {
                 ],
                 |r| r.get::<_, bool>(0),
             )
-            .map_err(storage)?;
-        self.has_pending.insert(*chain, p);
-        Ok(p)
+            .map_err(storage)
     }
 
-    /// Whether this exact version is in the tenant's quarantine.
-    fn quarantined(&mut self, hash: &EventHash) -> Result<bool, EventLogError> {
-        let any = match self.any_quarantined {
-            Some(any) => any,
-            None => {
-                let any = self
-                    .tx
-                    .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE tenant = ?1)")
-                    .map_err(storage)?
-                    .query_row([self.tenant.as_str()], |r| r.get::<_, bool>(0))
-                    .map_err(storage)?;
-                self.any_quarantined = Some(any);
-                any
-            }
-        };
-        if !any {
-            return Ok(false);
-        }
+    fn any_quarantined(&mut self) -> Result<bool, EventLogError> {
+        self.tx
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM quarantine WHERE tenant = ?1)")
+            .map_err(storage)?
+            .query_row([self.tenant.as_str()], |r| r.get::<_, bool>(0))
+            .map_err(storage)
+    }
+
+    fn is_quarantined(&mut self, hash: &EventHash) -> Result<bool, EventLogError> {
         self.tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM quarantine WHERE tenant = ?1 AND conflicting_hash = ?2)",
@@ -1042,8 +845,8 @@ impl<'t, 'c> Ingest<'t, 'c> {
     fn quarantine(
         &mut self,
         kind: EquivocationKind,
-        stored: Event,
-        conflicting: Event,
+        stored: &Event,
+        conflicting: &Event,
     ) -> Result<(), EventLogError> {
         let k = match kind {
             EquivocationKind::SameSeq => "same_seq",
@@ -1062,88 +865,39 @@ impl<'t, 'c> Ingest<'t, 'c> {
                 &conflicting.hash.as_bytes()[..]
             ])
             .map_err(storage)?;
-        self.any_quarantined = Some(true);
-        self.report.equivocations.push(Equivocation {
-            kind,
-            stored,
-            conflicting,
-        });
         Ok(())
     }
 
     fn hold(&mut self, e: &Event) -> Result<(), EventLogError> {
-        insert_into(self.tx, "pending", e, None)?;
-        self.has_pending.insert(e.chain(), true);
-        self.held.push(e.event_ref());
+        insert_into(self.tx, "pending", e, None)
+    }
+
+    fn unhold(&mut self, chain: &ChainId, seq: u64) -> Result<(), EventLogError> {
+        self.tx
+            .prepare_cached(
+                "DELETE FROM pending WHERE tenant = ?1 AND node_id = ?2 AND incarnation = ?3 AND seq = ?4",
+            )
+            .map_err(storage)?
+            .execute(rusqlite::params![
+                self.tenant.as_str(),
+                &chain.node_id.as_bytes()[..],
+                &chain.incarnation.as_bytes()[..],
+                sql_int(seq)
+            ])
+            .map_err(storage)?;
         Ok(())
     }
 
-    /// Applies `e`, the next event of its chain, unless it forks the chain or its Lamport time
-    /// does not increase. Returns whether it was applied.
-    fn apply(&mut self, e: Event) -> Result<bool, EventLogError> {
-        let chain = e.chain();
-        let head = self.head(&chain)?;
-        if e.prev_hash != head.hash {
-            // seq 1 with a non-zero prev_hash was rejected before, so head.seq ≥ 1 here.
-            let stored = self
-                .load(&chain, head.seq, "events")?
-                .ok_or_else(|| corrupt(self.tenant, &chain, head.seq, "chain head missing"))?;
-            if !self.quarantined(&e.hash)? {
-                self.quarantine(EquivocationKind::Fork, stored, e)?;
-            } else {
-                self.report.duplicates += 1;
-            }
-            return Ok(false);
-        }
-        if head.seq > 0 && e.lamport <= head.lamport {
-            self.reject(&e, RejectReason::LamportNotIncreasing);
-            return Ok(false);
-        }
-        self.position = next(self.position).ok_or_else(|| EventLogError::Exhausted {
-            tenant: self.tenant.clone(),
-            counter: "position",
-        })?;
-        insert_event(self.tx, &e, self.position)?;
-        self.lamport = self.lamport.max(e.lamport);
-        self.heads.insert(
-            chain,
-            Head {
-                seq: e.seq,
-                hash: e.hash,
-                lamport: e.lamport,
-            },
-        );
-        self.dirty.insert(chain);
-        self.report.applied.push(e);
-        Ok(true)
+    fn insert_event(&mut self, e: &Event, pos: u64) -> Result<(), EventLogError> {
+        insert_event(self.tx, e, pos)
     }
 
-    /// Applies the chain's held events that now follow its head, in seq order.
-    fn promote(&mut self, chain: &ChainId) -> Result<(), EventLogError> {
-        while self.pending_in(chain)? {
-            let head = self.head(chain)?;
-            let Some(e) = self.load(chain, head.seq + 1, "pending")? else {
-                break;
-            };
-            self.tx
-                .prepare_cached(
-                    "DELETE FROM pending WHERE tenant = ?1 AND node_id = ?2 AND incarnation = ?3 AND seq = ?4",
-                )
-                .map_err(storage)?
-                .execute(rusqlite::params![
-                    self.tenant.as_str(),
-                    &chain.node_id.as_bytes()[..],
-                    &chain.incarnation.as_bytes()[..],
-                    sql_int(e.seq)
-                ])
-                .map_err(storage)?;
-            let r = e.event_ref();
-            self.held.retain(|h| *h != r);
-            if !self.apply(e)? {
-                break;
-            }
-        }
-        Ok(())
+    fn save_head(&mut self, chain: &ChainId, head: &Head) -> Result<(), EventLogError> {
+        save_head(self.tx, self.tenant, chain, head)
+    }
+
+    fn save_counters(&mut self, lamport: u64, position: u64) -> Result<(), EventLogError> {
+        save_counters(self.tx, self.tenant, lamport, position)
     }
 }
 
@@ -1151,114 +905,38 @@ impl<'t, 'c> Ingest<'t, 'c> {
 // Verification.
 
 fn verify_tenant(conn: &Connection, tenant: &TenantId) -> Result<VerifyReport, EventLogError> {
-    let mut report = VerifyReport::default();
-    let problem = |report: &mut VerifyReport, chain: Option<ChainId>, seq, kind| {
-        report.problems.push(VerifyProblem { chain, seq, kind });
-    };
+    let mut walk = Verifier::default();
     // Recorded heads.
-    let mut heads: HashMap<ChainId, (u64, EventHash)> = HashMap::new();
     {
         let mut stmt = conn
             .prepare_cached("SELECT node_id, incarnation, seq, hash FROM chains WHERE tenant = ?1")
             .map_err(storage)?;
         let mut rows = stmt.query([tenant.as_str()]).map_err(storage)?;
         while let Some(row) = rows.next().map_err(storage)? {
-            match (chain_at(row, 0), int_at(row, 2), blob_at::<32>(row, 3)) {
-                (Some(c), Some(s), Some(h)) => {
-                    heads.insert(c, (s, EventHash::from_bytes(h)));
-                }
-                (c, _, _) => problem(&mut report, c, 0, ProblemKind::HeadMismatch),
-            }
+            walk.head(chain_at(row, 0), int_at(row, 2), blob_at::<32>(row, 3));
         }
     }
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLS}, pos FROM events WHERE tenant = ?1 ORDER BY node_id, incarnation, seq"
-        ))
-        .map_err(storage)?;
-    let mut rows = stmt.query([tenant.as_str()]).map_err(storage)?;
-    // The chain being walked: its id, last seq and last hash.
-    let mut cur: Option<(ChainId, u64, EventHash)> = None;
-    let mut max_lamport = 0u64;
-    let mut max_pos = 0u64;
-    let mut seen_chains: HashSet<ChainId> = HashSet::new();
-    let finish = |report: &mut VerifyReport,
-                  heads: &mut HashMap<ChainId, (u64, EventHash)>,
-                  cur: Option<(ChainId, u64, EventHash)>| {
-        if let Some((c, seq, hash)) = cur
-            && heads.remove(&c) != Some((seq, hash))
-        {
-            report.problems.push(VerifyProblem {
-                chain: Some(c),
-                seq,
-                kind: ProblemKind::HeadMismatch,
+    {
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {EVENT_COLS}, pos FROM events WHERE tenant = ?1 ORDER BY node_id, incarnation, seq"
+            ))
+            .map_err(storage)?;
+        let mut rows = stmt.query([tenant.as_str()]).map_err(storage)?;
+        while let Some(row) = rows.next().map_err(storage)? {
+            walk.row(VerifyRow {
+                event: decode_event(tenant, row, 0).map_err(|(chain, seq, _)| (chain, seq)),
+                pos: int_at(row, 12),
             });
         }
-    };
-    while let Some(row) = rows.next().map_err(storage)? {
-        report.events += 1;
-        match int_at(row, 12) {
-            Some(p) => max_pos = max_pos.max(p),
-            None => problem(&mut report, chain_at(row, 0), 0, ProblemKind::Undecodable),
-        }
-        let e = match decode_event(tenant, row, 0) {
-            Ok(e) => e,
-            Err((chain, seq, _)) => {
-                problem(&mut report, chain, seq, ProblemKind::Undecodable);
-                // Keep walking the chain as if this seq were present with an unknown hash.
-                if let (Some(c), Some((cc, _, _))) = (chain, cur)
-                    && c == cc
-                {
-                    cur = Some((c, seq, EventHash::ZERO));
-                }
-                continue;
-            }
-        };
-        max_lamport = max_lamport.max(e.lamport);
-        let chain = e.chain();
-        let (expect_seq, expect_prev) = match cur {
-            Some((c, seq, hash)) if c == chain => (seq + 1, hash),
-            _ => {
-                finish(&mut report, &mut heads, cur.take());
-                if seen_chains.insert(chain) {
-                    report.chains += 1;
-                }
-                (1, EventHash::ZERO)
-            }
-        };
-        if e.seq != expect_seq {
-            problem(&mut report, Some(chain), e.seq, ProblemKind::SeqGap);
-        } else if e.prev_hash != expect_prev {
-            problem(&mut report, Some(chain), e.seq, ProblemKind::BrokenLink);
-        }
-        if e.compute_hash() != e.hash {
-            problem(&mut report, Some(chain), e.seq, ProblemKind::HashMismatch);
-        }
-        cur = Some((chain, e.seq, e.hash));
     }
-    finish(&mut report, &mut heads, cur);
-    let mut leftover: Vec<ChainId> = heads.into_keys().collect();
-    leftover.sort();
-    for c in leftover {
-        problem(&mut report, Some(c), 0, ProblemKind::HeadMismatch);
-    }
-    drop(rows);
-    drop(stmt);
-    let counters_ok = match conn
+    let counters = conn
         .query_row(
             "SELECT lamport, position FROM tenants WHERE tenant = ?1",
             [tenant.as_str()],
             |r| Ok((int_at(r, 0), int_at(r, 1))),
         )
         .optional()
-        .map_err(storage)?
-    {
-        None => report.events == 0,
-        Some((Some(l), Some(p))) => l >= max_lamport && p == max_pos && p == report.events,
-        Some(_) => false,
-    };
-    if !counters_ok {
-        problem(&mut report, None, 0, ProblemKind::Counters);
-    }
-    Ok(report)
+        .map_err(storage)?;
+    Ok(walk.finish(counters))
 }

@@ -55,6 +55,10 @@ pub fn run_all(make: Make<'_>) {
     cursor_is_stable_across_appends_and_ingests(make);
     verify_passes_after_mixed_traffic(make);
     concurrent_calls_keep_chains_contiguous(make);
+    ingest_of_nothing_is_nothing(make);
+    equivocations_within_one_call(make);
+    an_old_incarnation_of_this_node_is_a_peer_chain(make);
+    lamport_exhaustion_is_an_error_and_appends_nothing(make);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -747,5 +751,105 @@ pub fn concurrent_calls_keep_chains_contiguous(make: Make<'_>) {
     assert_eq!(all.len(), 120);
     // Lamport times of local events are unique and increase along the chain.
     assert!(mine.windows(2).all(|w| w[0].lamport < w[1].lamport));
+    assert!(log.verify(&t).unwrap().is_valid());
+}
+
+pub fn ingest_of_nothing_is_nothing(make: Make<'_>) {
+    let log = make();
+    let t = tenant("acme");
+    let r = log.ingest(&t, vec![]).unwrap();
+    assert_eq!(r, nodus_fabric::IngestReport::default());
+    assert!(log.high_water_marks(&t).unwrap().is_empty());
+    assert_eq!(log.read_tenant(&t, None, 10).unwrap(), (vec![], None));
+    let report = log.verify(&t).unwrap();
+    assert!(report.is_valid(), "{report:?}");
+    assert_eq!((report.chains, report.events), (0, 0));
+    // Nothing but duplicates and rejections changes nothing either.
+    let mine = log.append(&t, vec![new_event(0)]).unwrap();
+    let mut forged = mine[0].clone();
+    forged.hash = EventHash::from_bytes([3; 32]);
+    let r = log.ingest(&t, vec![mine[0].clone(), forged]).unwrap();
+    assert_eq!((r.duplicates, r.rejected.len(), r.applied.len()), (1, 1, 0));
+    assert_eq!(all_events(&*log, &t), mine);
+    assert!(log.verify(&t).unwrap().is_valid());
+}
+
+pub fn equivocations_within_one_call(make: Make<'_>) {
+    let log = make();
+    let t = tenant("acme");
+    // Two versions of seq 2 in one call: the first applies, the second is quarantined.
+    let c = chain_id(17, 1);
+    let chain = peer_chain(&t, c, 2, 0);
+    let other = variant(&chain[1], "other");
+    let r = log
+        .ingest(&t, vec![chain[0].clone(), chain[1].clone(), other.clone()])
+        .unwrap();
+    assert_eq!(r.applied, chain);
+    assert_eq!(r.equivocations.len(), 1);
+    assert_eq!(r.equivocations[0].kind, EquivocationKind::SameSeq);
+    assert_eq!(
+        (&r.equivocations[0].stored, &r.equivocations[0].conflicting),
+        (&chain[1], &other)
+    );
+    // Two versions of a held seq in one call, then its gap in the same call: the first-seen
+    // version is applied when the gap fills, the second stays quarantined.
+    let c2 = chain_id(17, 2);
+    let chain2 = peer_chain(&t, c2, 3, 0);
+    let other2 = variant(&chain2[2], "other");
+    let r = log
+        .ingest(
+            &t,
+            vec![
+                chain2[2].clone(),
+                other2.clone(),
+                chain2[0].clone(),
+                chain2[1].clone(),
+            ],
+        )
+        .unwrap();
+    assert_eq!(r.applied, chain2);
+    assert!(r.pending.is_empty());
+    assert_eq!(r.equivocations.len(), 1);
+    assert_eq!(r.equivocations[0].conflicting, other2);
+    assert_eq!(log.quarantined(&t).unwrap().len(), 2);
+    assert!(log.pending(&t).unwrap().is_empty());
+    assert!(log.verify(&t).unwrap().is_valid());
+}
+
+pub fn an_old_incarnation_of_this_node_is_a_peer_chain(make: Make<'_>) {
+    let log = make();
+    let t = tenant("acme");
+    let node = log.node();
+    let mut b = *node.incarnation.as_bytes();
+    b[0] ^= 0xff;
+    let old = ChainId {
+        node_id: node.node_id,
+        incarnation: Incarnation::from_bytes(b),
+    };
+    let before = peer_chain(&t, old, 3, 0);
+    let r = log.ingest(&t, before.clone()).unwrap();
+    assert_eq!(r.applied, before);
+    assert!(r.rejected.is_empty());
+    // The current chain is untouched and starts at 1.
+    assert_eq!(log.append(&t, vec![new_event(0)]).unwrap()[0].seq, 1);
+    assert_eq!(log.high_water_marks(&t).unwrap().len(), 2);
+}
+
+pub fn lamport_exhaustion_is_an_error_and_appends_nothing(make: Make<'_>) {
+    let log = make();
+    let t = tenant("acme");
+    let mut top = peer_chain(&t, chain_id(18, 1), 1, 0).remove(0);
+    top.lamport = (1 << 63) - 1; // the largest allowed
+    let top = seal(top);
+    assert_eq!(log.ingest(&t, vec![top]).unwrap().applied.len(), 1);
+    let before = all_events(&*log, &t);
+    match log.append(&t, vec![new_event(0)]) {
+        Err(nodus_fabric::EventLogError::Exhausted { counter, .. }) => {
+            assert_eq!(counter, "lamport");
+        }
+        other => panic!("expected lamport exhaustion, got {other:?}"),
+    }
+    assert_eq!(all_events(&*log, &t), before);
+    assert!(head(&*log, &t, log.node().chain()).is_none());
     assert!(log.verify(&t).unwrap().is_valid());
 }
