@@ -135,3 +135,39 @@ fn known_answer_bundle() {
     assert_eq!(summary.file_sha256, sha256(&committed));
     assert!(receiver.high_water_marks(&tenant()).unwrap().is_empty());
 }
+
+/// The independent verifier written from `docs/sync.md` (Python, `cryptography`) accepts the
+/// vector and refuses it with a flipped payload byte. Skips, saying so, without Python or the
+/// package.
+#[test]
+fn independent_python_verifier_agrees() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: python3 with the `cryptography` package is not available");
+        return;
+    }
+    let run = |path: &std::path::Path| {
+        std::process::Command::new("python3")
+            .arg(dir().join("verify_vector.py"))
+            .arg(path)
+            .arg(IDENTITY)
+            .arg(hex::encode(nodus_sync::BundleSigner::public_key(&sender())))
+            .arg("acme")
+            .arg(NOW.to_string())
+            .output()
+            .unwrap()
+    };
+    let out = run(&dir().join("bundle-v1.noduspkg"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK bundle 000102030405060708090a0b0c0d0e0f events 3"));
+    let mut bytes = std::fs::read(dir().join("bundle-v1.noduspkg")).unwrap();
+    let n = bytes.len();
+    bytes[n - 5] ^= 1;
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.noduspkg");
+    std::fs::write(&bad, &bytes).unwrap();
+    assert!(!run(&bad).status.success());
+}
