@@ -13,15 +13,24 @@
 //!   each `Event`) compressed with DEFLATE level 6 and level 9 — printed once before the benches.
 //!
 //! Last figures (2026-12-03, `cargo bench -p nodus-benches --bench sync_bundles`, 2-core x86_64
-//! KVM guest, 24 GiB, other builds sharing the cores, so upper bounds; medians):
+//! AMD EPYC KVM guest, 24 GiB, other builds sharing the cores, so upper bounds; medians):
 //!
 //! | bench | median | per event | target |
 //! |---|---|---|---|
-//! | `sync/export_10k` | FILL | FILL | ≥ 50,000 events/s |
-//! | `sync/verify_10k` | FILL | FILL | ≥ 100,000 events/s |
-//! | `sync/import_10k` | FILL | FILL | ≥ 20,000 events/s |
+//! | `sync/export_10k` | 107.5 ms | 10.8 µs ≈ 93,000 events/s | ≥ 50,000 events/s ✔ |
+//! | `sync/verify_10k` | 18.8 ms | 1.9 µs ≈ 533,000 events/s | ≥ 100,000 events/s ✔ |
+//! | `sync/import_10k` (stage + activate) | 103.4 ms | 10.3 µs ≈ 97,000 events/s | ≥ 20,000 events/s ✔ |
 //!
-//! Size: FILL
+//! Size: the bundle is 488,957 B for 10,000 events (48.9 B/event; payload plaintext 2,226,679 B
+//! before DEFLATE), against 630,445 B (63.0 B/event) for the events as JSON lines compressed with
+//! DEFLATE level 6 (631,164 B at level 9): **0.78×** the compressed JSON (target ≤ 1.5× ✔). The
+//! binary canonical encoding (raw 16-byte ids, no hex hashes: hashes are re-derived) compresses
+//! better than JSON; the fixed overhead (header, ~0.9 KB manifest, signature, one age stanza) is
+//! ~1.2 KB per bundle.
+//!
+//! Export is the slowest step: it reads the log twice (the manifest, which holds each entry's
+//! digest, precedes the payload, and memory stays one page) and DEFLATE level 6 dominates the
+//! rest. Import is two verifications (stage, then activate re-verifies) plus one `ingest`.
 
 #![allow(
     clippy::unwrap_used,
@@ -105,7 +114,10 @@ fn benches(c: &mut Criterion) {
     let path = dir.path().join("bench.noduspkg");
     std::fs::write(&path, &bundle).unwrap();
     let mut json = Vec::new();
-    for e in sender.read_chain(&tenant, sender.node().chain(), 1, N as usize).unwrap() {
+    for e in sender
+        .read_chain(&tenant, sender.node().chain(), 1, N as usize)
+        .unwrap()
+    {
         serde_json::to_writer(&mut json, &e).unwrap();
         json.push(b'\n');
     }

@@ -420,12 +420,18 @@ fn run(
         };
         let have = hwm.get(&chain).map_or(0, |h| h.seq);
         let need = c.from - 1;
+        let mut prev_lamport = 0;
         if have < need {
             prereq_problem.get_or_insert(RejectReason::MissingPrerequisite { chain, need, have });
         } else if need > 0 {
             let ev = log.read_chain(tenant, chain, need, 1).map_err(storage)?;
-            if ev.first().map(|e| e.hash) != Some(c.prereq_hash) {
-                equivocation.get_or_insert(RejectReason::Equivocation { chain, seq: need });
+            let held = ev.first().filter(|e| e.seq == need);
+            match held {
+                // The bundle's first event must then be later than the one it builds on.
+                Some(e) if e.hash == c.prereq_hash => prev_lamport = e.lamport,
+                _ => {
+                    equivocation.get_or_insert(RejectReason::Equivocation { chain, seq: need });
+                }
             }
         }
         if chain == local && c.to > have {
@@ -445,7 +451,7 @@ fn run(
             head_hash: c.head_hash,
             next_seq: c.from,
             prev_hash: c.prereq_hash,
-            last_lamport: 0,
+            last_lamport: prev_lamport,
             have,
             theirs: VecDeque::new(),
         });

@@ -927,3 +927,34 @@ fn every_reason_has_a_distinct_code() {
     codes.dedup();
     assert_eq!(codes.len(), n);
 }
+
+#[test]
+fn refuses_lamport_not_above_the_receivers_predecessor() {
+    let c = chain(7, 7);
+    let b = Receiver::new(2, trusting(1));
+    let held = chain_events(c, 2, "x");
+    b.log.ingest(&tenant(), held.clone()).unwrap();
+    // Seq 3 links to the receiver's seq 2 but its lamport (1) is not above seq 2's (2).
+    let mut e3 = chain_events(c, 3, "x").pop().unwrap();
+    e3.lamport = 1;
+    e3.hash = e3.compute_hash();
+    let entry = events_entry(std::slice::from_ref(&e3));
+    let manifest = manifest_for(
+        &b,
+        &[(c, 3, 3, held[1].hash, e3.hash)],
+        &[(EntryKind::Events, &entry)],
+    );
+    let path = b.dir.path().join("x.noduspkg");
+    std::fs::write(
+        &path,
+        craft(
+            &manifest,
+            &frame(&[(1, entry)]),
+            &signer(1),
+            &[b.recipient()],
+        ),
+    )
+    .unwrap();
+    let r = b.refuse(&path, "broken_chain");
+    assert!(r.to_string().contains("lamport"), "{r}");
+}

@@ -22,13 +22,10 @@ use std::time::Duration;
 use common::*;
 use nodus_fabric::{SqliteEventLog, TenantEventLog, VersionVector};
 use nodus_sync::age::x25519::Identity;
-use nodus_sync::{
-    BundleId, Ed25519BundleSigner, Exporter, FixedClock, Importer, TrustStore,
-};
+use nodus_sync::{BundleId, Ed25519BundleSigner, Exporter, FixedClock, Importer, TrustStore};
 
 /// The receiver's age identity: a published test key, never use it for anything else.
-const IDENTITY: &str =
-    "AGE-SECRET-KEY-1ZUJ8CESAVTYDVNDJJJ25NMCVKQW4AJSPAN65QK3DWFQX6GD9979SCKT0S4";
+const IDENTITY: &str = "AGE-SECRET-KEY-1ZUJ8CESAVTYDVNDJJJ25NMCVKQW4AJSPAN65QK3DWFQX6GD9979SCKT0S4";
 const RECIPIENT: &str = "age16afyzhpl4awzt4fg5tf44ks500lwsykuaymf4ly65stl0n2pxfnqncj47r";
 /// The sender's Ed25519 seed (32 bytes of 0x42), key id `vector-sender`.
 const SEED: [u8; 32] = [0x42; 32];
@@ -42,7 +39,11 @@ fn dir() -> PathBuf {
 }
 
 fn sender() -> Ed25519BundleSigner {
-    Ed25519BundleSigner::new("vector-sender", ed25519_dalek::SigningKey::from_bytes(&SEED)).unwrap()
+    Ed25519BundleSigner::new(
+        "vector-sender",
+        ed25519_dalek::SigningKey::from_bytes(&SEED),
+    )
+    .unwrap()
 }
 
 /// The sender's log: chain 07…07/07…07 with three events of payload `{"salt":"vector","seq":n}`.
@@ -82,7 +83,11 @@ fn known_answer_bundle() {
         std::fs::create_dir_all(dir()).unwrap();
         std::fs::write(dir().join("bundle-v1.noduspkg"), &fresh).unwrap();
         let identity: Identity = IDENTITY.parse().unwrap();
-        std::fs::write(dir().join("bundle-v1.plaintext"), decrypt(&fresh, &identity)).unwrap();
+        std::fs::write(
+            dir().join("bundle-v1.plaintext"),
+            decrypt(&fresh, &identity),
+        )
+        .unwrap();
         std::fs::write(dir().join("bundle-v1.manifest.json"), split(&fresh).0).unwrap();
     }
     let committed = std::fs::read(dir().join("bundle-v1.noduspkg")).unwrap();
@@ -93,26 +98,37 @@ fn known_answer_bundle() {
     assert_eq!(committed[..16], fresh[..16]);
     assert_eq!(m, m_fresh);
     assert_eq!(s, s_fresh);
-    assert_eq!(m, std::fs::read(dir().join("bundle-v1.manifest.json")).unwrap());
+    assert_eq!(
+        m,
+        std::fs::read(dir().join("bundle-v1.manifest.json")).unwrap()
+    );
     assert_eq!(
         hex::encode(&s),
-        hex::encode(nodus_sync::BundleSigner::sign(
-            &sender(),
-            &nodus_sync::format::pae(nodus_sync::format::PAYLOAD_TYPE, &m)
+        hex::encode(
+            nodus_sync::BundleSigner::sign(
+                &sender(),
+                &nodus_sync::format::pae(nodus_sync::format::PAYLOAD_TYPE, &m)
+            )
+            .unwrap()
         )
-        .unwrap())
     );
 
     // The payload decrypts with the published identity to the committed plaintext, whose
     // framing is the documented one.
     let identity: Identity = IDENTITY.parse().unwrap();
     let plain = decrypt(&committed, &identity);
-    assert_eq!(plain, std::fs::read(dir().join("bundle-v1.plaintext")).unwrap());
+    assert_eq!(
+        plain,
+        std::fs::read(dir().join("bundle-v1.plaintext")).unwrap()
+    );
     assert_eq!(plain, decrypt(&fresh, &identity));
     let events = chain_events(chain(7, 7), 3, "vector");
     assert_eq!(
         plain,
-        frame(&[(1, events_entry(&events)), (3, b"vector trust material".to_vec())])
+        frame(&[
+            (1, events_entry(&events)),
+            (3, b"vector trust material".to_vec())
+        ])
     );
 
     // And the whole file verifies.
@@ -161,8 +177,15 @@ fn independent_python_verifier_agrees() {
             .unwrap()
     };
     let out = run(&dir().join("bundle-v1.noduspkg"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK bundle 000102030405060708090a0b0c0d0e0f events 3"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with("OK bundle 000102030405060708090a0b0c0d0e0f events 3")
+    );
     let mut bytes = std::fs::read(dir().join("bundle-v1.noduspkg")).unwrap();
     let n = bytes.len();
     bytes[n - 5] ^= 1;
