@@ -222,7 +222,10 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// The bundle id, when the manifest could be read.
     pub bundle_id: Option<BundleId>,
-    /// SHA-256 of the whole file (zero when the file could not be read at all).
+    /// SHA-256 of the whole file as received; all zeros when the file was not read: it could not
+    /// be opened (`io`), is larger than the limit (`file_too_large`: hashing an arbitrarily large
+    /// file would be the endless-data attack again), or the refusal is about a staged bundle id
+    /// (`not_staged`).
     pub file_sha256: [u8; 32],
 }
 

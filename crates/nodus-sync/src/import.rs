@@ -161,6 +161,9 @@ pub struct Importer {
     limits: Limits,
     clock: Arc<dyn Clock>,
     skew: u64,
+    /// Activations and re-checks run one at a time, so two of the same bundle cannot both pass
+    /// the ledger check.
+    activating: Mutex<()>,
 }
 
 impl std::fmt::Debug for Importer {
@@ -217,6 +220,7 @@ impl Importer {
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
             skew: 300,
+            activating: Mutex::new(()),
         })
     }
 
@@ -509,6 +513,7 @@ impl Importer {
         bundle_id: &BundleId,
         admit: &dyn Admission,
     ) -> Result<ActivateReport, Rejection> {
+        let _one_at_a_time = self.activating.lock();
         let not_staged = || Rejection {
             reason: RejectReason::NotStaged(*bundle_id),
             bundle_id: Some(*bundle_id),
@@ -682,6 +687,7 @@ impl Importer {
         ids: Option<&[u64]>,
         admit: &dyn Admission,
     ) -> Result<ReleaseReport, StoreError> {
+        let _one_at_a_time = self.activating.lock();
         let all = self.quarantined(None)?;
         let mut by_tenant: BTreeMap<TenantId, Vec<QuarantinedEvent>> = BTreeMap::new();
         let mut still: Vec<(u64, String)> = Vec::new();

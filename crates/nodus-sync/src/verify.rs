@@ -189,15 +189,11 @@ pub(crate) fn verify_file(
         read: 0,
     };
     if size > checks.limits.max_file {
-        let (sha, _) = src.finish();
-        return Err(Rejection {
-            reason: RejectReason::FileTooLarge {
-                size,
-                max: checks.limits.max_file,
-            },
-            bundle_id: None,
-            file_sha256: sha,
-        });
+        // Not read at all: hashing an arbitrarily large file is the endless-data attack again.
+        return Err(reject0(RejectReason::FileTooLarge {
+            size,
+            max: checks.limits.max_file,
+        }));
     }
     let mut bundle_id = None;
     let result = run(checks, &mut src, size, tenant, log, collect, &mut bundle_id);
