@@ -151,7 +151,9 @@ CREATE TABLE IF NOT EXISTS quarantine (
 /// limits and clock.
 ///
 /// Checks run in the order of `docs/sync.md`; every refusal is a [`Rejection`] and changes
-/// nothing (no log event, no ledger row, no staged file).
+/// nothing (no log event, no ledger row, no staged file). The one exception: a `storage` failure
+/// of the sync store *after* the log ingested an activation's events leaves them applied and the
+/// bundle staged; activating it again completes (the events are then duplicates).
 pub struct Importer {
     conn: Mutex<Connection>,
     staging: PathBuf,
@@ -506,7 +508,8 @@ impl Importer {
     /// the quarantined one is released.
     ///
     /// # Errors
-    /// [`Rejection`]; nothing is applied or recorded then.
+    /// [`Rejection`]; nothing is applied or recorded then (but see the type's documentation for a
+    /// sync store failure after the ingest).
     pub fn activate(
         &self,
         log: &dyn TenantEventLog,

@@ -46,6 +46,11 @@ fn round_trip_one_recipient() {
     let staged = b.importer.stage(&b.log, &tenant(), &path).unwrap();
     assert_eq!(staged.summary.bundle_id, report.bundle_id);
     assert!(staged.path.exists());
+    // The staged file is the file as received: still encrypted, no plaintext on disk.
+    assert_eq!(
+        std::fs::read(&staged.path).unwrap(),
+        std::fs::read(&path).unwrap()
+    );
     assert_eq!(b.importer.staged().unwrap().len(), 1);
     // staging is idempotent
     let again = b.importer.stage(&b.log, &tenant(), &path).unwrap();
