@@ -963,3 +963,91 @@ fn refuses_lamport_not_above_the_receivers_predecessor() {
     let r = b.refuse(&path, "broken_chain");
     assert!(r.to_string().contains("lamport"), "{r}");
 }
+
+#[test]
+fn staged_lists_and_discard_removes() {
+    let a = log_with(1, 3);
+    let b = Receiver::new(2, trusting(1));
+    let (p1, r1) = export_to(
+        &a,
+        &VersionVector::new(),
+        &signer(1),
+        &[b.recipient()],
+        b.dir.path(),
+        "1.noduspkg",
+    );
+    let (p2, r2) = export_to(
+        &a,
+        &VersionVector::new(),
+        &signer(1),
+        &[b.recipient()],
+        b.dir.path(),
+        "2.noduspkg",
+    );
+    let s1 = b.importer.stage(&b.log, &tenant(), &p1).unwrap();
+    b.importer.stage(&b.log, &tenant(), &p2).unwrap();
+    let mut ids: Vec<_> = b
+        .importer
+        .staged()
+        .unwrap()
+        .iter()
+        .map(|s| s.summary.bundle_id)
+        .collect();
+    ids.sort();
+    let mut want = vec![r1.bundle_id, r2.bundle_id];
+    want.sort();
+    assert_eq!(ids, want);
+    assert_eq!(s1.summary.chains[0].new_events, 3);
+    assert!(b.importer.discard(&r1.bundle_id).unwrap());
+    assert!(!b.importer.discard(&r1.bundle_id).unwrap());
+    assert!(!s1.path.exists());
+    assert_eq!(b.importer.staged().unwrap().len(), 1);
+    // The other one still activates; afterwards the first one's events are all duplicates.
+    let act = b
+        .importer
+        .activate(&b.log, &r2.bundle_id, &AdmitAll)
+        .unwrap();
+    assert_eq!(act.applied, 3);
+    let s1 = b.importer.stage(&b.log, &tenant(), &p1).unwrap();
+    assert_eq!(s1.summary.new_events, 0);
+    let act = b
+        .importer
+        .activate(&b.log, &r1.bundle_id, &AdmitAll)
+        .unwrap();
+    assert_eq!(act.applied, 0);
+    assert_eq!(b.importer.imported().unwrap().len(), 2);
+}
+
+#[test]
+fn requarantine_releases_what_the_new_policy_allows() {
+    let a = log_with(1, 4);
+    let b = Receiver::new(2, trusting(1));
+    let (path, report) = export_to(
+        &a,
+        &VersionVector::new(),
+        &signer(1),
+        &[b.recipient()],
+        b.dir.path(),
+        "a.noduspkg",
+    );
+    b.importer.stage(&b.log, &tenant(), &path).unwrap();
+    let deny_all = |_: &nodus_policy::TenantId, _: &nodus_fabric::Event| {
+        Decision::Quarantine("unknown type `object.created`".into())
+    };
+    let act = b
+        .importer
+        .activate(&b.log, &report.bundle_id, &deny_all)
+        .unwrap();
+    assert_eq!(act.applied, 0);
+    assert_eq!(act.quarantined.len(), 4);
+    assert!(b.log.high_water_marks(&tenant()).unwrap().is_empty());
+    assert!(b.importer.is_imported(&report.bundle_id).unwrap());
+    let r = b.importer.requarantine(&b.log, &AdmitAll).unwrap();
+    assert_eq!(r.released.len(), 4);
+    assert_eq!(r.applied, 4);
+    assert_eq!(r.remaining, 0);
+    assert_eq!(
+        b.log.high_water_marks(&tenant()).unwrap(),
+        a.high_water_marks(&tenant()).unwrap()
+    );
+}
