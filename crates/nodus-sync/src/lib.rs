@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+
+mod error;
+mod export;
+pub mod format;
+mod import;
+mod trust;
+mod verify;
+
+pub use error::{ExportError, RejectReason, Rejection, StoreError};
+pub use export::{ChainRange, DEFAULT_PAGE_SIZE, ExportReport, Exporter};
+pub use format::{BundleId, BundleIdError, EntryKind};
+pub use import::{
+    ActivateReport, Admission, AdmitAll, Decision, Importer, LedgerEntry, QuarantinedEvent,
+    ReleaseReport, StagedBundle,
+};
+pub use trust::{
+    BundleSigner, Clock, Ed25519BundleSigner, FixedClock, SignerError, SystemClock, TrustStore,
+    TrustedKey,
+};
+pub use verify::{BundleSummary, ChainPlan, EntryInfo, Limits, OpaqueEntry};
+
+/// The age crate this one encrypts with, for its `x25519::Identity` and `x25519::Recipient`.
+pub use age;
