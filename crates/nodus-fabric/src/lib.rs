@@ -25,7 +25,7 @@ pub use log::{
 };
 pub use objects::{
     Direction, Fabric, FabricError, FabricIngestReport, HistoryEntry, HistoryKind, ListQuery,
-    ObjectView, Op, Page, Predicate,
+    ObjectView, Op, Page, Predicate, Projector,
 };
 #[cfg(feature = "postgres")]
 pub use pg::{PgConnectError, PgEventLog};

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use common::{node, note_fields, note_schema, snapshot, subject, tenant};
 use nodus_fabric::{
     Direction, Durability, Fabric, FabricError, ListQuery, Op, Predicate, SqliteEventLog,
+    TenantEventLog,
 };
 use serde_json::json;
 
@@ -112,4 +113,108 @@ fn projections_of_another_layout_are_rebuilt_on_open() {
     // Opening again with the current layout keeps the projections as they are.
     drop(f);
     assert_eq!(open().projection_rows(&t).unwrap(), live);
+}
+
+/// Counts events by kind in its own table; fails on demand.
+struct Counter {
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl nodus_fabric::Projector for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+    fn tables(&self) -> &[&str] {
+        &["test_counts"]
+    }
+    fn apply(
+        &self,
+        conn: &rusqlite::Connection,
+        tenant: &nodus_policy::TenantId,
+        event: &nodus_fabric::Event,
+    ) -> Result<bool, String> {
+        if self.fail.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("told to fail".into());
+        }
+        conn.execute(
+            "INSERT INTO test_counts (tenant, kind, n) VALUES (?1, ?2, 1)
+             ON CONFLICT (tenant, kind) DO UPDATE SET n = n + 1",
+            [tenant.as_str(), event.kind.as_str()],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
+fn counts(f: &Fabric, t: &nodus_policy::TenantId) -> Vec<(String, i64)> {
+    f.log()
+        .read_projection(|c| {
+            let mut stmt = c
+                .prepare("SELECT kind, n FROM test_counts WHERE tenant = ?1 ORDER BY kind")
+                .unwrap();
+            let rows = stmt
+                .query_map([t.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>();
+            rows
+        })
+        .unwrap()
+}
+
+#[test]
+fn projectors_apply_in_the_same_transaction_and_rebuild() {
+    let snap = snapshot();
+    let t = tenant();
+    let u = subject(&snap, "ann", "UNCLASSIFIED");
+    let peer = common::fabric(2);
+    peer.define_type(&t, &snap, "note", note_schema(), note_fields())
+        .unwrap();
+    for i in 0..3 {
+        peer.create(
+            &t,
+            &snap,
+            &u,
+            "note",
+            Some(format!("n{i}")),
+            None,
+            json!({"title": "t"}),
+        )
+        .unwrap();
+    }
+    let events = peer.log().read_tenant(&t, None, 100).unwrap().0;
+
+    let f = common::fabric(1);
+    f.log()
+        .read_projection(|c| {
+            c.execute_batch(
+                "CREATE TABLE test_counts (tenant TEXT NOT NULL, kind TEXT NOT NULL,
+                 n INTEGER NOT NULL, PRIMARY KEY (tenant, kind))",
+            )
+        })
+        .unwrap();
+    let counter = Arc::new(Counter {
+        fail: std::sync::atomic::AtomicBool::new(true),
+    });
+    f.add_projector(counter.clone());
+    // A failing projector rolls the whole ingest back: the log and the projections keep nothing.
+    let err = f.ingest(&t, events.clone()).unwrap_err();
+    assert_eq!(err.to_string(), "projector `counter` failed: told to fail");
+    assert_eq!(err.code(), "ProjectorFailed");
+    assert!(f.log().read_tenant(&t, None, 100).unwrap().0.is_empty());
+    assert!(counts(&f, &t).is_empty());
+
+    counter
+        .fail
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let report = f.ingest(&t, events).unwrap();
+    assert_eq!(report.log.applied.len(), 4);
+    let want = vec![
+        ("object.created".to_owned(), 3),
+        ("type.defined".to_owned(), 1),
+    ];
+    assert_eq!(counts(&f, &t), want);
+    assert_eq!(f.get(&t, &snap, &u, "note", "n1").unwrap().version, 1);
+    // Rebuild clears the projector's rows too and replays into them.
+    f.rebuild(&t).unwrap();
+    assert_eq!(counts(&f, &t), want);
 }

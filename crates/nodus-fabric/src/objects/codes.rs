@@ -29,6 +29,7 @@ impl FabricError {
             FabricError::Log(_) => "StorageError",
             FabricError::Payload(_) => "InvalidPayload",
             FabricError::Corrupt(_) => "Corrupt",
+            FabricError::Projector { .. } => "ProjectorFailed",
         }
     }
 }

@@ -256,6 +256,14 @@ pub enum FabricError {
     /// A projection row cannot be read back.
     #[error("fabric projection is corrupt: {0}")]
     Corrupt(String),
+    /// A [`Projector`] failed to apply an event; nothing was written.
+    #[error("projector `{projector}` failed: {reason}")]
+    Projector {
+        /// The projector's name.
+        projector: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl From<rusqlite::Error> for FabricError {
@@ -332,6 +340,30 @@ type TypeCache = HashMap<(TenantId, String), (String, SchemeId, TypeDef)>;
 pub struct Fabric {
     log: Arc<SqliteEventLog>,
     types: Mutex<TypeCache>,
+    projectors: parking_lot::RwLock<Vec<Arc<dyn Projector>>>,
+}
+
+/// Projections kept beside the fabric's own in the log's database (a CRDT document store, say):
+/// applied to the same events, in the same transaction, by [`Fabric::ingest`] and
+/// [`Fabric::rebuild`]. Local writes of such a store go through its own
+/// [`SqliteEventLog::append_with`] calls.
+pub trait Projector: Send + Sync {
+    /// The projector's name, for errors.
+    fn name(&self) -> &str;
+    /// Its tables: each keyed by tenant first (a column named `tenant`); a rebuild deletes the
+    /// tenant's rows from each before replaying.
+    fn tables(&self) -> &[&str];
+    /// Applies one event (of any kind) to its tables. `Ok(false)` when the event is of one of
+    /// its kinds but malformed (no effect); events of other kinds leave it untouched (`Ok(true)`).
+    ///
+    /// # Errors
+    /// A description of what failed; the whole ingest or rebuild is then rolled back.
+    fn apply(
+        &self,
+        conn: &Connection,
+        tenant: &TenantId,
+        event: &Event,
+    ) -> std::result::Result<bool, String>;
 }
 
 impl std::fmt::Debug for Fabric {
@@ -615,6 +647,7 @@ impl Fabric {
         let fabric = Fabric {
             log,
             types: Mutex::new(HashMap::new()),
+            projectors: parking_lot::RwLock::new(Vec::new()),
         };
         if stale {
             for tenant in fabric.log.tenants()? {
@@ -627,6 +660,13 @@ impl Fabric {
     /// The log under this fabric.
     pub fn log(&self) -> &Arc<SqliteEventLog> {
         &self.log
+    }
+
+    /// Adds a [`Projector`]: from now on [`ingest`](Self::ingest) and
+    /// [`rebuild`](Self::rebuild) apply every event to it too, in the same transaction. Its
+    /// tables must exist already (create them before adding it).
+    pub fn add_projector(&self, projector: Arc<dyn Projector>) {
+        self.projectors.write().push(projector);
     }
 
     fn read<R>(&self, f: impl FnOnce(&Connection) -> Result<R>) -> Result<R> {
@@ -1146,9 +1186,14 @@ impl Fabric {
     /// [`FabricError::Log`]; nothing of the call is kept then.
     pub fn ingest(&self, tenant: &TenantId, events: Vec<Event>) -> Result<FabricIngestReport> {
         let mut unprojected = Vec::new();
+        let projectors = self.projectors.read().clone();
         let log = self.log.ingest_with(tenant, events, |tx, report| {
             for e in &report.applied {
-                if !apply::apply_event(tx, tenant, e)? {
+                let mut ok = apply::apply_event(tx, tenant, e)?;
+                for p in &projectors {
+                    ok &= project(p.as_ref(), tx, tenant, e)?;
+                }
+                if !ok {
                     unprojected.push(e.event_ref());
                 }
             }
@@ -1163,18 +1208,29 @@ impl Fabric {
     /// # Errors
     /// [`FabricError::Log`]; nothing changes then.
     pub fn rebuild(&self, tenant: &TenantId) -> Result<()> {
+        let projectors = self.projectors.read().clone();
         self.log.rebuild_with(
             tenant,
             |tx| {
-                for table in PROJECTION_TABLES {
+                let theirs = projectors.iter().flat_map(|p| p.tables().iter().copied());
+                for table in PROJECTION_TABLES.into_iter().chain(theirs) {
                     tx.execute(
-                        &format!("DELETE FROM {table} WHERE tenant = ?1"),
+                        &format!(
+                            "DELETE FROM \"{}\" WHERE tenant = ?1",
+                            table.replace('"', "\"\"")
+                        ),
                         [tenant.as_str()],
                     )?;
                 }
                 Ok::<(), FabricError>(())
             },
-            |tx, e| apply::apply_event(tx, tenant, e).map(|_| ()),
+            |tx, e| {
+                apply::apply_event(tx, tenant, e)?;
+                for p in &projectors {
+                    project(p.as_ref(), tx, tenant, e)?;
+                }
+                Ok(())
+            },
         )
     }
 
@@ -1209,6 +1265,14 @@ impl Fabric {
             Ok(out)
         })
     }
+}
+
+fn project(p: &dyn Projector, tx: &Connection, tenant: &TenantId, e: &Event) -> Result<bool> {
+    p.apply(tx, tenant, e)
+        .map_err(|reason| FabricError::Projector {
+            projector: p.name().to_owned(),
+            reason,
+        })
 }
 
 fn not_found(def: &TypeDef, id: &str) -> FabricError {
