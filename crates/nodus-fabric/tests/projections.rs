@@ -152,11 +152,12 @@ fn counts(f: &Fabric, t: &nodus_policy::TenantId) -> Vec<(String, i64)> {
             let mut stmt = c
                 .prepare("SELECT kind, n FROM test_counts WHERE tenant = ?1 ORDER BY kind")
                 .unwrap();
-            let rows = stmt
+            let rows: Vec<(String, i64)> = stmt
                 .query_map([t.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .unwrap()
-                .collect::<rusqlite::Result<Vec<_>>>();
-            rows
+                .map(Result::unwrap)
+                .collect();
+            Ok::<_, rusqlite::Error>(rows)
         })
         .unwrap()
 }
