@@ -203,13 +203,14 @@ pub(crate) fn apply_object(
         return Ok(None);
     };
     let label = e.label.as_str();
-    let mut row = load_rows(conn, tenant, &p.type_name, &p.id, Some(label))?
+    let stored = load_rows(conn, tenant, &p.type_name, &p.id, Some(label))?
         .into_iter()
-        .next()
-        .unwrap_or_else(|| VersionRow {
-            label: label.to_owned(),
-            ..VersionRow::default()
-        });
+        .next();
+    let existed = stored.is_some();
+    let mut row = stored.unwrap_or_else(|| VersionRow {
+        label: label.to_owned(),
+        ..VersionRow::default()
+    });
     let s = stamp(e);
     row.version = row.version.saturating_add(1);
     let (kind, change) = match e.kind.as_str() {
@@ -260,7 +261,7 @@ pub(crate) fn apply_object(
             ("deleted", serde_json::json!({"set": {}, "unset": []}))
         }
     };
-    save_row(conn, tenant, &p.type_name, &p.id, &row)?;
+    save_row(conn, tenant, &p.type_name, &p.id, &row, existed)?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO fabric_history (tenant, type, id, stamp, label, kind, change)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -307,6 +308,7 @@ fn save_row(
     type_name: &str,
     id: &str,
     row: &VersionRow,
+    existed: bool,
 ) -> Result<()> {
     let data = canonical(&Value::Object(row.data.clone()));
     let stamps = serde_json::to_string(&row.stamps).map_err(corrupt)?;
@@ -330,14 +332,18 @@ fn save_row(
         row.reset,
         row.del_stamp
     ])?;
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO fabric_labels (tenant, type, label) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(rusqlite::params![tenant.as_str(), type_name, row.label])?;
-    conn.prepare_cached(
-        "DELETE FROM fabric_index WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
-    )?
-    .execute(rusqlite::params![tenant.as_str(), type_name, id, row.label])?;
+    // A new labelled version has no index rows yet, and its label may be new for the type.
+    if existed {
+        conn.prepare_cached(
+            "DELETE FROM fabric_index WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
+        )?
+        .execute(rusqlite::params![tenant.as_str(), type_name, id, row.label])?;
+    } else {
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO fabric_labels (tenant, type, label) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(rusqlite::params![tenant.as_str(), type_name, row.label])?;
+    }
     let indexed = indexed_fields(conn, tenant, type_name)?;
     insert_index(
         conn,
