@@ -108,6 +108,7 @@ pub enum Durability {
 /// either wholly applied or not at all.
 pub struct SqliteEventLog {
     conn: Mutex<Connection>,
+    writes: std::sync::atomic::AtomicU64,
     node: NodeInfo,
     location: String,
 }
@@ -215,6 +216,7 @@ impl SqliteEventLog {
         tx.commit().map_err(storage)?;
         Ok(SqliteEventLog {
             conn: Mutex::new(conn),
+            writes: std::sync::atomic::AtomicU64::new(0),
             node,
             location,
         })
@@ -236,6 +238,7 @@ impl SqliteEventLog {
         E: From<EventLogError>,
         F: FnOnce(&Transaction<'_>, &[Event]) -> Result<(), E>,
     {
+        let _mark = WriteMark(&self.writes);
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -262,6 +265,7 @@ impl SqliteEventLog {
         E: From<EventLogError>,
         F: FnOnce(&Transaction<'_>, &IngestReport) -> Result<(), E>,
     {
+        let _mark = WriteMark(&self.writes);
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -309,6 +313,7 @@ impl SqliteEventLog {
         C: FnOnce(&Transaction<'_>) -> Result<(), E>,
         F: FnMut(&Transaction<'_>, &Event) -> Result<(), E>,
     {
+        let _mark = WriteMark(&self.writes);
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -328,6 +333,13 @@ impl SqliteEventLog {
         }
         tx.commit().map_err(storage)?;
         Ok(())
+    }
+
+    /// A counter that moves after every write transaction on this log has ended (committed or
+    /// rolled back): a value read before reading projections, and unchanged afterwards, proves
+    /// that no write ended in between. Caches of projection data use it.
+    pub fn write_generation(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every tenant the log holds events of, by id.
@@ -601,6 +613,15 @@ fn checked_event(tenant: &TenantId, row: &Row<'_>, at: usize) -> Result<Event, E
         ));
     }
     Ok(e)
+}
+
+/// Moves the write generation when a write call ends, whatever its outcome.
+struct WriteMark<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for WriteMark<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

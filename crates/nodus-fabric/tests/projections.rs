@@ -219,3 +219,24 @@ fn projectors_apply_in_the_same_transaction_and_rebuild() {
     f.rebuild(&t).unwrap();
     assert_eq!(counts(&f, &t), want);
 }
+
+/// The type cache follows the log, not the handle: a definition changed through another `Fabric`
+/// over the same log is seen at once.
+#[test]
+fn type_definitions_are_never_served_stale() {
+    let snap = snapshot();
+    let t = tenant();
+    let log = Arc::new(SqliteEventLog::in_memory(node(1)).unwrap());
+    let a = Fabric::new(log.clone()).unwrap();
+    let b = Fabric::new(log).unwrap();
+    a.define_type(&t, &snap, "note", note_schema(), note_fields())
+        .unwrap();
+    assert_eq!(a.get_type(&t, &snap, "note").unwrap().version(), 1);
+    let mut fields = note_fields();
+    fields["body"] = json!({"indexed": true});
+    b.define_type(&t, &snap, "note", note_schema(), fields)
+        .unwrap();
+    let seen = a.get_type(&t, &snap, "note").unwrap();
+    assert_eq!(seen.version(), 2);
+    assert!(seen.field("body").is_some_and(|m| m.indexed));
+}

@@ -331,7 +331,9 @@ pub struct FabricIngestReport {
 
 /// Compiled types by `(tenant, name)`: the stamp of the definition they were compiled from and
 /// the label scheme they were compiled under.
-type TypeCache = HashMap<(TenantId, String), (String, SchemeId, TypeDef)>;
+/// Per tenant and type name: the stamp of the definition, the scheme it was compiled under, the
+/// definition, and the types generation at which the stamp was last confirmed.
+type TypeCache = HashMap<TenantId, HashMap<String, (String, SchemeId, Arc<TypeDef>, u64)>>;
 
 /// The objects and types of every tenant of one [`SqliteEventLog`]. Share it in an `Arc`.
 ///
@@ -678,11 +680,27 @@ impl Fabric {
         tenant: &TenantId,
         snap: &PolicySnapshot,
         name: &str,
-    ) -> Result<TypeDef> {
+    ) -> Result<Arc<TypeDef>> {
         let name = TypeName::new(name)?;
         let unknown = || FabricError::UnknownType {
             name: name.to_string(),
         };
+        let scheme = snap.label_scheme();
+        // Read before the database: a cached definition confirmed at the log's current write
+        // generation is used without reading the database (no write has ended since).
+        let generation = self.log.write_generation();
+        let cached = self
+            .types
+            .lock()
+            .get(tenant)
+            .and_then(|m| m.get(name.as_str()))
+            .filter(|(_, id, _, _)| *id == scheme.id())
+            .cloned();
+        if let Some((_, _, def, at)) = &cached
+            && *at == generation
+        {
+            return Ok(def.clone());
+        }
         // The stamp says whether the cached definition is current; the document is read only
         // when it is not.
         let stamp = self
@@ -694,31 +712,30 @@ impl Fabric {
                 .optional()?)
             })?
             .ok_or_else(unknown)?;
-        let scheme = snap.label_scheme();
-        let key = (tenant.clone(), name.to_string());
-        if let Some((s, id, def)) = self.types.lock().get(&key)
-            && *s == stamp
-            && *id == scheme.id()
-        {
-            return Ok(def.clone());
-        }
-        let (stamp, doc) = self
-            .read(|c| {
-                Ok(c.prepare_cached(
-                    "SELECT stamp, doc FROM fabric_types WHERE tenant = ?1 AND name = ?2",
-                )?
-                .query_row([tenant.as_str(), name.as_str()], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .optional()?)
-            })?
-            .ok_or_else(unknown)?;
-        let doc: TypeDoc =
-            serde_json::from_str(&doc).map_err(|_| corrupt(format!("type `{name}`")))?;
-        let def = TypeDef::from_doc(doc, scheme)?;
-        self.types
-            .lock()
-            .insert(key, (stamp, scheme.id(), def.clone()));
+        let (stamp, def) = match cached {
+            Some((s, _, def, _)) if s == stamp => (stamp, def),
+            _ => {
+                // Stamp and document in one read (the type may have been redefined since).
+                let (stamp, doc) = self
+                    .read(|c| {
+                        Ok(c.prepare_cached(
+                            "SELECT stamp, doc FROM fabric_types WHERE tenant = ?1 AND name = ?2",
+                        )?
+                        .query_row([tenant.as_str(), name.as_str()], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        })
+                        .optional()?)
+                    })?
+                    .ok_or_else(unknown)?;
+                let doc: TypeDoc =
+                    serde_json::from_str(&doc).map_err(|_| corrupt(format!("type `{name}`")))?;
+                (stamp, Arc::new(TypeDef::from_doc(doc, scheme)?))
+            }
+        };
+        self.types.lock().entry(tenant.clone()).or_default().insert(
+            name.to_string(),
+            (stamp, scheme.id(), def.clone(), generation),
+        );
         Ok(def)
     }
 
@@ -764,7 +781,7 @@ impl Fabric {
             event_label(&scheme.format(Label::BOTTOM))?,
             payload,
         );
-        self.log.append_with(tenant, vec![ev], |tx, evs| {
+        let appended = self.log.append_with(tenant, vec![ev], |tx, evs| {
             let now = load_type(tx, tenant, name.as_str())?.map_or(0, |d| d.version);
             if now != base {
                 return Err(FabricError::Conflict {
@@ -777,7 +794,8 @@ impl Fabric {
                 apply::apply_event(tx, tenant, e)?;
             }
             Ok(())
-        })?;
+        });
+        appended?;
         Ok(def)
     }
 
@@ -833,7 +851,7 @@ impl Fabric {
         snap: &PolicySnapshot,
         name: &str,
     ) -> Result<TypeDef> {
-        self.require_type(tenant, snap, name)
+        self.require_type(tenant, snap, name).map(|d| (*d).clone())
     }
 
     /// Every type of the tenant, by name.
