@@ -40,7 +40,7 @@ fn prepare(
     // compiled: recompile them once (same content and epoch) so this and every later check
     // takes the bitset fast path instead of matching patterns.
     let permission = type_name.map(|t| {
-        let name = format!("{action}.{t}");
+        let name = join(action, '.', t);
         match policy.symbols().permissions().get(&name) {
             Some(id) => nodus_policy::PermissionId(id),
             None => {
@@ -223,16 +223,28 @@ pub struct ObjectRef {
     pub id: String,
 }
 
-/// An [`ObjectView`] back from its cached JSON form (what `serde_json::to_value` made of it),
-/// field by field: cheaper than going through `Deserialize`.
+/// An [`ObjectView`] back from its cached form, `[type, id, label, version, data]` (positions,
+/// not keys: no map lookups on the hot path).
 fn cached_view(v: &Value) -> Option<ObjectView> {
+    let [type_name, id, label, version, data] = v.as_array()?.as_slice() else {
+        return None;
+    };
     Some(ObjectView {
-        type_name: v.get("type")?.as_str()?.to_owned(),
-        id: v.get("id")?.as_str()?.to_owned(),
-        label: v.get("label")?.as_str()?.to_owned(),
-        version: v.get("version")?.as_u64()?,
-        data: v.get("data")?.clone(),
+        type_name: type_name.as_str()?.to_owned(),
+        id: id.as_str()?.to_owned(),
+        label: label.as_str()?.to_owned(),
+        version: version.as_u64()?,
+        data: data.clone(),
     })
+}
+
+/// `a` + `sep` + `b`, without the formatting machinery (this is on the cached-read path).
+fn join(a: &str, sep: char, b: &str) -> String {
+    let mut s = String::with_capacity(a.len() + 1 + b.len());
+    s.push_str(a);
+    s.push(sep);
+    s.push_str(b);
+    s
 }
 
 /// `objects.get`: the version of an object the caller sees (the highest it dominates).
@@ -250,7 +262,7 @@ impl Command for ObjectsGet {
         // The cache answers only for the same deciding inputs (tenant, clearance, scheme, policy
         // epoch, write generation): see `nodus_fabric::state`.
         let who = Visibility::of(&snap, ctx.subject());
-        let entity = format!("{}/{}", input.type_name, input.id);
+        let entity = join(&input.type_name, '/', &input.id);
         let cache = &n.inner.objects_cache;
         if let Some(hit) = cache.get(ctx.tenant(), &who, &entity)
             && let Some(view) = cached_view(&hit)
@@ -266,7 +278,14 @@ impl Command for ObjectsGet {
                 &input.id,
             )
             .map_err(fabric_error)?;
-        if let Ok(value) = serde_json::to_value(&view) {
+        {
+            let value = Value::Array(vec![
+                Value::String(view.type_name.clone()),
+                Value::String(view.id.clone()),
+                Value::String(view.label.clone()),
+                Value::from(view.version),
+                view.data.clone(),
+            ]);
             cache.insert(ctx.tenant(), &who, &entity, std::sync::Arc::new(value));
         }
         Ok(view)
