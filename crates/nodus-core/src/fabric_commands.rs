@@ -192,6 +192,9 @@ impl Command for ObjectsCreate {
     fn spec(&self) -> CommandSpec {
         CommandSpec::new("objects.create").description("create an object")
     }
+    fn output_json(&self, output: ObjectView) -> Result<Value, serde_json::Error> {
+        Ok(output.into_json())
+    }
     fn call(&self, ctx: &Context, input: CreateObject) -> Result<ObjectView, CommandError> {
         let n = instance(&self.0)?;
         let snap = prepare(&n, ctx, "objects.create", Some(&input.type_name))?;
@@ -256,6 +259,9 @@ impl Command for ObjectsGet {
     fn spec(&self) -> CommandSpec {
         CommandSpec::new("objects.get").description("read an object")
     }
+    fn output_json(&self, output: ObjectView) -> Result<Value, serde_json::Error> {
+        Ok(output.into_json())
+    }
     fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
         let n = instance(&self.0)?;
         let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
@@ -315,6 +321,9 @@ impl Command for ObjectsUpdate {
     type Output = ObjectView;
     fn spec(&self) -> CommandSpec {
         CommandSpec::new("objects.update").description("update an object")
+    }
+    fn output_json(&self, output: ObjectView) -> Result<Value, serde_json::Error> {
+        Ok(output.into_json())
     }
     fn call(&self, ctx: &Context, input: UpdateObject) -> Result<ObjectView, CommandError> {
         let n = instance(&self.0)?;

@@ -1015,3 +1015,15 @@ fn a_subject_of_another_label_scheme_is_refused() {
         FabricError::StaleSubject
     );
 }
+
+#[test]
+fn object_view_into_json_equals_serde() {
+    let v = nodus_fabric::ObjectView {
+        type_name: "note".into(),
+        id: "a/b\"c".into(),
+        label: "SECRET//CRYPTO".into(),
+        version: u64::MAX,
+        data: json!({"title": "t", "n": 1.5, "nested": {"x": [1, null, "y"]}}),
+    };
+    assert_eq!(v.clone().into_json(), serde_json::to_value(&v).unwrap());
+}

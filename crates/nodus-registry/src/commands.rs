@@ -458,6 +458,16 @@ pub trait Command: Send + Sync + 'static {
     /// # Errors
     /// A [`CommandError`] with a stable code; it is audited as an error outcome.
     fn call(&self, ctx: &Context, input: Self::Input) -> Result<Self::Output, CommandError>;
+
+    /// The output as JSON, on the JSON entry point. The default serialises it with serde; a
+    /// command on a hot path may build the value directly instead, which must equal what
+    /// `serde_json::to_value` makes of it.
+    ///
+    /// # Errors
+    /// When the output cannot be represented as JSON (reported as an output error).
+    fn output_json(&self, output: Self::Output) -> Result<serde_json::Value, serde_json::Error> {
+        serde_json::to_value(output)
+    }
 }
 
 /// A JSON handler: payload text in, JSON value out.
@@ -689,7 +699,9 @@ impl CommandRegistry {
         let json: Arc<JsonHandler> = Arc::new(move |ctx: &Context, payload: &str| {
             let input: C::Input = parse_input(payload)?;
             let out = for_json.call(ctx, input)?;
-            serde_json::to_value(out).map_err(|e| JsonCallError::Output(e.to_string()))
+            for_json
+                .output_json(out)
+                .map_err(|e| JsonCallError::Output(e.to_string()))
         });
         let typed: Arc<dyn Any + Send + Sync> = command;
         self.insert(spec, json, Some((TypeId::of::<C>(), typed)), scheme)

@@ -291,6 +291,20 @@ pub struct ObjectView {
     pub data: Value,
 }
 
+impl ObjectView {
+    /// The view as JSON: exactly what `serde_json::to_value` makes of it, built directly (the
+    /// strings are moved, not copied).
+    pub fn into_json(self) -> Value {
+        let mut m = Map::new();
+        m.insert("type".to_owned(), Value::String(self.type_name));
+        m.insert("id".to_owned(), Value::String(self.id));
+        m.insert("label".to_owned(), Value::String(self.label));
+        m.insert("version".to_owned(), Value::from(self.version));
+        m.insert("data".to_owned(), self.data);
+        Value::Object(m)
+    }
+}
+
 /// What an object event did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
