@@ -786,7 +786,7 @@ impl Command for SyncExport {
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(|e| CommandError::new("ExportFailed", e.to_string()))?;
         let tmp = outbox.join(format!(".export-{}", hex::encode(rnd)));
-        let exported = (|| {
+        let exported = (|| -> Result<_, String> {
             let f = fs::File::create(&tmp).map_err(|e| e.to_string())?;
             let mut w = io::BufWriter::new(f);
             let report = Exporter::new()
@@ -806,10 +806,12 @@ impl Command for SyncExport {
                 Some(p) => p.clone(),
                 None => outbox.join(format!("{}-{}.noduspkg", ctx.tenant(), report.bundle_id)),
             };
-            if dest.exists() {
-                return Err("the file exists already in the outbox".to_owned());
-            }
-            fs::rename(&tmp, &dest).map_err(|e| e.to_string())?;
+            // A hard link never replaces an existing file: an outbox file is never overwritten.
+            fs::hard_link(&tmp, &dest).map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => "the file exists already in the outbox".to_owned(),
+                _ => e.to_string(),
+            })?;
+            let _ = fs::remove_file(&tmp);
             Ok((report, dest))
         })();
         let (report, dest) = match exported {

@@ -145,6 +145,16 @@ fn two_nodes_exchange_bundles_both_ways() {
     let out = ok(&a, "sync.export", json!({"to": [b_key], "file": "a1.noduspkg"}));
     assert_eq!(out["file"], "a1.noduspkg");
     assert_eq!(out["events"], 2);
+    // An outbox file is never overwritten.
+    let (code, msg) = call(
+        &a,
+        &ctx(&a, "admin"),
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "a1.noduspkg"}),
+    )
+    .unwrap_err();
+    assert_eq!(code, "ExportFailed", "{msg}");
+    assert!(msg.contains("exists already"), "{msg}");
     courier(&a, "a1.noduspkg", &b, "a1.noduspkg");
     let report = import(&b, "a1.noduspkg");
     assert_eq!(report["applied"], 2, "{report}");
