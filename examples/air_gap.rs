@@ -124,7 +124,10 @@ impl Checks {
             Err(e) if e.starts_with("BundleRejected") && e.contains(&format!("`{code}`")) => {
                 println!("  ok: {what} is rejected: {e}");
             }
-            other => self.expect(false, &format!("{what} is rejected with `{code}` ({other:?})")),
+            other => self.expect(
+                false,
+                &format!("{what} is rejected with `{code}` ({other:?})"),
+            ),
         }
     }
 }
@@ -136,7 +139,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(failures) => {
-            eprintln!("air_gap: {} expectation(s) failed: {failures:?}", failures.len());
+            eprintln!(
+                "air_gap: {} expectation(s) failed: {failures:?}",
+                failures.len()
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -179,7 +185,10 @@ fn run() -> Result<Vec<String>, String> {
             json!({"type": "case", "id": id, "data": {"title": title}}),
         )?;
     }
-    let out = a.call("sync.export", json!({"to": [b.key_id()?], "file": "a-1.noduspkg"}))?;
+    let out = a.call(
+        "sync.export",
+        json!({"to": [b.key_id()?], "file": "a-1.noduspkg"}),
+    )?;
     println!(
         "  A: exported bundle {} ({} events, sha256 {})",
         out["bundle_id"], out["events"], out["file_sha256"]
@@ -199,18 +208,26 @@ fn run() -> Result<Vec<String>, String> {
         "objects.update",
         json!({"type": "case", "id": "c1", "expected_version": 1, "data": {"title": "bridge closed"}}),
     )?;
-    let back = b.call("sync.export", json!({"to": [a.key_id()?], "file": "b-1.noduspkg"}))?;
+    let back = b.call(
+        "sync.export",
+        json!({"to": [a.key_id()?], "file": "b-1.noduspkg"}),
+    )?;
     println!("  B: exported bundle {}", back["bundle_id"]);
     courier(&b, "b-1.noduspkg", &a, "b-1.noduspkg")?;
     a.import("b-1.noduspkg")?;
-    let title = a.call("objects.get", json!({"type": "case", "id": "c1"}))?["data"]["title"].clone();
+    let title =
+        a.call("objects.get", json!({"type": "case", "id": "c1"}))?["data"]["title"].clone();
     checks.expect(title == "bridge closed", "A sees B's edit");
 
     println!("5. refusals: tampered, replayed, untrusted");
     // A fresh bundle from A (not imported yet: an imported one would be refused as a replay
     // before its payload is even decrypted), one byte flipped in its encrypted payload.
-    a.call("sync.export", json!({"to": [b.key_id()?], "file": "a-2.noduspkg"}))?;
-    let mut tampered = std::fs::read(a.dir("outbox")?.join("a-2.noduspkg")).map_err(|e| e.to_string())?;
+    a.call(
+        "sync.export",
+        json!({"to": [b.key_id()?], "file": "a-2.noduspkg"}),
+    )?;
+    let mut tampered =
+        std::fs::read(a.dir("outbox")?.join("a-2.noduspkg")).map_err(|e| e.to_string())?;
     let at = tampered.len().saturating_sub(20);
     if let Some(byte) = tampered.get_mut(at) {
         *byte ^= 0x40;
@@ -232,7 +249,10 @@ fn run() -> Result<Vec<String>, String> {
         .sync()
         .trust_peer(&b.nodus.sync().keys().map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
-    c.call("sync.export", json!({"to": [b.key_id()?], "file": "c-1.noduspkg"}))?;
+    c.call(
+        "sync.export",
+        json!({"to": [b.key_id()?], "file": "c-1.noduspkg"}),
+    )?;
     courier(&c, "c-1.noduspkg", &b, "c-1.noduspkg")?;
     checks.rejected(
         b.call("sync.verify", json!({"file": "c-1.noduspkg"})),
@@ -262,14 +282,17 @@ fn run() -> Result<Vec<String>, String> {
         .tail(usize::try_from(size).unwrap_or(usize::MAX))
         .map_err(|e| e.to_string())?;
     for code in ["decrypt_failed", "replayed", "untrusted_key"] {
-        let r = records.iter().find(|r| {
-            r.record.kind == "sync.rejected" && r.record.reason.as_deref() == Some(code)
-        });
+        let r = records
+            .iter()
+            .find(|r| r.record.kind == "sync.rejected" && r.record.reason.as_deref() == Some(code));
         if let Some(r) = r {
             println!(
                 "  audit: sync.rejected `{code}` bundle {} sha256 {}",
                 r.record.detail.get("bundle_id").map_or("-", String::as_str),
-                r.record.detail.get("file_sha256").map_or("-", String::as_str)
+                r.record
+                    .detail
+                    .get("file_sha256")
+                    .map_or("-", String::as_str)
             );
         }
         checks.expect(r.is_some(), &format!("the `{code}` rejection is audited"));

@@ -216,11 +216,7 @@ fn open(data: &Path, a: &Args) -> Result<Node, String> {
         None => builder.policy(
             PolicySources::new()
                 .with_system("system.toml", SYSTEM)
-                .with_tenant(
-                    tenant.clone(),
-                    &format!("tenants/{tenant}.toml"),
-                    TENANT,
-                ),
+                .with_tenant(tenant.clone(), &format!("tenants/{tenant}.toml"), TENANT),
         ),
     };
     let nodus = builder.build().map_err(|e| e.to_string())?;
@@ -239,7 +235,8 @@ fn trust(node: &Node, source: &str) -> CallResult {
             .map_err(|e| ("Io".to_owned(), e.to_string()))?;
         s
     } else {
-        std::fs::read_to_string(source).map_err(|e| ("Io".to_owned(), format!("`{source}`: {e}")))?
+        std::fs::read_to_string(source)
+            .map_err(|e| ("Io".to_owned(), format!("`{source}`: {e}")))?
     };
     let keys: nodus_core::sync_commands::PeerKeys = serde_json::from_str(&text)
         .map_err(|e| ("BadPeer".to_owned(), format!("not a `keys` document: {e}")))?;
@@ -289,9 +286,6 @@ fn bundle(node: &Node, arg: Option<&String>, dry_run: bool) -> CallResult {
         return Ok(json!({"verified": verified}));
     }
     let staged = node.call("sync.stage", json!({"file": name}))?;
-    let activated = node.call(
-        "sync.activate",
-        json!({"bundle_id": staged["bundle_id"]}),
-    )?;
+    let activated = node.call("sync.activate", json!({"bundle_id": staged["bundle_id"]}))?;
     Ok(json!({"verified": verified, "activated": activated}))
 }

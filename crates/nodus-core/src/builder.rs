@@ -320,9 +320,11 @@ impl NodusBuilder {
             incarnation: event_log.node().incarnation,
             public_key: node_public,
         };
-        let sync_dir = self
-            .sync_dir
-            .or_else(|| data_dir.as_ref().map(|d| d.join(crate::sync_commands::SYNC_DIR)));
+        let sync_dir = self.sync_dir.or_else(|| {
+            data_dir
+                .as_ref()
+                .map(|d| d.join(crate::sync_commands::SYNC_DIR))
+        });
         let sync = match &sync_dir {
             Some(dir) => Some(Arc::new(
                 crate::sync_commands::SyncState::open(dir, vault.clone(), &node).map_err(|e| {

@@ -501,7 +501,8 @@ impl<'a> SyncAdmin<'a> {
         rec.detail.insert("key_id".into(), keys.key_id.clone());
         rec.detail
             .insert("public_key".into(), keys.public_key.clone());
-        rec.detail.insert("recipient".into(), keys.recipient.clone());
+        rec.detail
+            .insert("recipient".into(), keys.recipient.clone());
         self.nodus
             .audit_event(rec)
             .map_err(|e| SyncError::Audit(e.to_string()))?;
@@ -776,7 +777,10 @@ impl Command for SyncExport {
                     )
                 })?;
             let r = Recipient::from_str(&peer.keys.recipient).map_err(|_| {
-                CommandError::new("UnknownPeer", format!("peer `{key_id}` has no usable recipient"))
+                CommandError::new(
+                    "UnknownPeer",
+                    format!("peer `{key_id}` has no usable recipient"),
+                )
             })?;
             recipients.push(r);
         }
@@ -835,7 +839,8 @@ impl Command for SyncExport {
             .insert("bundle_id".into(), report.bundle_id.to_string());
         rec.detail
             .insert("file_sha256".into(), hex::encode(report.file_sha256));
-        rec.detail.insert("events".into(), report.events.to_string());
+        rec.detail
+            .insert("events".into(), report.events.to_string());
         rec.detail.insert("to".into(), input.to.join(","));
         audit(&n, rec)?;
         s.conn
@@ -1053,7 +1058,10 @@ impl Command for SyncActivate {
                 known_types: known(fabric)?,
                 ..admission
             };
-            let released = s.importer.release(&log, &retry, &again).map_err(store_err)?;
+            let released = s
+                .importer
+                .release(&log, &retry, &again)
+                .map_err(store_err)?;
             applied += released.applied;
             for r in &released.released {
                 quarantined.remove(&format!("{}:{}", r.chain, r.seq));
@@ -1210,7 +1218,11 @@ impl Command for SyncStatusCommand {
             .collect::<Result<_, _>>()
             .map_err(store_err)?
         };
-        let quarantined = s.importer.quarantined(Some(tenant)).map_err(store_err)?.len() as u64;
+        let quarantined = s
+            .importer
+            .quarantined(Some(tenant))
+            .map_err(store_err)?
+            .len() as u64;
         let peers = s
             .peers()
             .map_err(store_err)?

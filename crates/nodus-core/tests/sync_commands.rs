@@ -134,15 +134,13 @@ fn two_nodes_exchange_bundles_both_ways() {
     // The age identity is sealed on disk, never plaintext.
     let sealed = std::fs::read(a.sync().dir().unwrap().join("identity.age.sealed")).unwrap();
     assert!(!String::from_utf8_lossy(&sealed).contains("AGE-SECRET-KEY"));
-    assert!(
-        a.sync()
-            .keys()
-            .unwrap()
-            .recipient
-            .starts_with("age1")
-    );
+    assert!(a.sync().keys().unwrap().recipient.starts_with("age1"));
 
-    let out = ok(&a, "sync.export", json!({"to": [b_key], "file": "a1.noduspkg"}));
+    let out = ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key], "file": "a1.noduspkg"}),
+    );
     assert_eq!(out["file"], "a1.noduspkg");
     assert_eq!(out["events"], 2);
     // An outbox file is never overwritten.
@@ -198,7 +196,10 @@ fn two_nodes_exchange_bundles_both_ways() {
     let sha = report_sha(&out);
     for kind in ["sync.verified", "sync.staged", "sync.activated"] {
         let r = find_audit(&recs, kind, None, &sha).unwrap_or_else(|| panic!("{kind}"));
-        assert_eq!(r.record.detail["bundle_id"], out["bundle_id"].as_str().unwrap());
+        assert_eq!(
+            r.record.detail["bundle_id"],
+            out["bundle_id"].as_str().unwrap()
+        );
     }
     let recs = audit_records(&a);
     assert!(find_audit(&recs, "sync.exported", None, &sha).is_some());
@@ -226,7 +227,11 @@ fn tampered_replayed_and_untrusted_bundles_are_rejected_and_audited() {
     let (dir, a, b) = pair();
     seed_objects(&a);
     let b_key = b.sync().keys().unwrap().key_id;
-    let out = ok(&a, "sync.export", json!({"to": [b_key.clone()], "file": "a1.noduspkg"}));
+    let out = ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "a1.noduspkg"}),
+    );
     let mut bytes = courier(&a, "a1.noduspkg", &b, "a1.noduspkg");
 
     // Tampered: one byte flipped near the end (inside the encrypted payload).
@@ -238,7 +243,10 @@ fn tampered_replayed_and_untrusted_bundles_are_rejected_and_audited() {
     let recs = audit_records(&b);
     let sha = hex::encode(sha2::Sha256::digest(&bytes));
     let r = find_audit(&recs, "sync.rejected", Some("decrypt_failed"), &sha).unwrap();
-    assert_eq!(r.record.detail["bundle_id"], out["bundle_id"].as_str().unwrap());
+    assert_eq!(
+        r.record.detail["bundle_id"],
+        out["bundle_id"].as_str().unwrap()
+    );
 
     // Replayed: imported once, then again.
     import(&b, "a1.noduspkg");
@@ -246,19 +254,34 @@ fn tampered_replayed_and_untrusted_bundles_are_rejected_and_audited() {
     assert_rejected(&b, "sync.stage", "a1.noduspkg", "replayed", &good);
     let recs = audit_records(&b);
     let r = find_audit(&recs, "sync.rejected", Some("replayed"), &report_sha(&out)).unwrap();
-    assert_eq!(r.record.detail["bundle_id"], out["bundle_id"].as_str().unwrap());
+    assert_eq!(
+        r.record.detail["bundle_id"],
+        out["bundle_id"].as_str().unwrap()
+    );
 
     // Untrusted: node C knows B's recipient, but B does not trust C.
     let c = node(&dir.path().join("c"), 3);
     c.sync().trust_peer(&b.sync().keys().unwrap()).unwrap();
     seed_objects(&c);
-    ok(&c, "sync.export", json!({"to": [b_key.clone()], "file": "c1.noduspkg"}));
+    ok(
+        &c,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "c1.noduspkg"}),
+    );
     let from_c = courier(&c, "c1.noduspkg", &b, "c1.noduspkg");
     assert_rejected(&b, "sync.verify", "c1.noduspkg", "untrusted_key", &from_c);
 
     // Revoked: A is revoked at B; a new bundle from A is refused.
-    assert!(b.sync().revoke_peer(&a.sync().keys().unwrap().key_id).unwrap());
-    let out2 = ok(&a, "sync.export", json!({"to": [b_key], "file": "a2.noduspkg"}));
+    assert!(
+        b.sync()
+            .revoke_peer(&a.sync().keys().unwrap().key_id)
+            .unwrap()
+    );
+    let out2 = ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key], "file": "a2.noduspkg"}),
+    );
     let a2 = courier(&a, "a2.noduspkg", &b, "a2.noduspkg");
     assert_rejected(&b, "sync.stage", "a2.noduspkg", "revoked_key", &a2);
     assert!(out2["bundle_id"].is_string());
@@ -358,12 +381,27 @@ fn objects_above_the_ceiling_or_of_unknown_types_are_quarantined() {
     assert_eq!(report["applied"], 2, "{report}");
     let q = report["quarantined"].as_object().unwrap();
     assert_eq!(q.len(), 1, "{report}");
-    assert!(q.values().next().unwrap().as_str().unwrap().contains("ceiling"));
+    assert!(
+        q.values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("ceiling")
+    );
     assert_eq!(ok(&b, "sync.status", json!({}))["quarantined"], 1);
     let recs = audit_records(&b);
     assert!(find_audit(&recs, "sync.quarantined", None, &report_sha(&out)).is_some());
     // The type was defined by the same bundle: its unclassified object is applied.
-    assert!(call(&b, &ctx(&b, "admin"), "objects.get", json!({"type": "case", "id": "c1"})).is_ok());
+    assert!(
+        call(
+            &b,
+            &ctx(&b, "admin"),
+            "objects.get",
+            json!({"type": "case", "id": "c1"})
+        )
+        .is_ok()
+    );
 }
 
 #[test]
