@@ -608,7 +608,9 @@ fn rejected(n: &crate::Nodus, ctx: &Context, op: &str, file: &str, r: &Rejection
     let mut rec = record(ctx, "sync.rejected", Outcome::Denied, n.now_ms());
     rec.reason = Some(Cow::Borrowed(r.code()));
     rec.detail.insert("op".into(), op.to_owned());
-    rec.detail.insert("file".into(), file.to_owned());
+    if !file.is_empty() {
+        rec.detail.insert("file".into(), file.to_owned());
+    }
     if let Some(id) = r.bundle_id {
         rec.detail.insert("bundle_id".into(), id.to_string());
     }
@@ -842,7 +844,11 @@ impl Command for SyncExport {
         rec.detail
             .insert("events".into(), report.events.to_string());
         rec.detail.insert("to".into(), input.to.join(","));
-        audit(&n, rec)?;
+        // No bundle leaves unaudited: without the record, the file is removed.
+        if let Err(e) = audit(&n, rec) {
+            let _ = fs::remove_file(&dest);
+            return Err(e);
+        }
         s.conn
             .lock()
             .execute(

@@ -43,22 +43,31 @@ fn node(dir: &Path, seed: u8) -> Nodus {
         .policy(
             PolicySources::new()
                 .with_system("system.toml", SYSTEM)
-                .with_tenant(tenant(), "tenants/acme.toml", TENANT),
+                .with_tenant(tenant(), "tenants/acme.toml", TENANT)
+                .with_tenant(globex(), "tenants/globex.toml", TENANT),
         )
         .build()
         .unwrap()
 }
 
+fn globex() -> TenantId {
+    TenantId::new("globex").unwrap()
+}
+
 fn ctx(n: &Nodus, role: &str) -> Context {
+    ctx_in(n, &tenant(), role)
+}
+
+fn ctx_in(n: &Nodus, t: &TenantId, role: &str) -> Context {
     let s = n
         .subject(
-            &tenant(),
+            t,
             nodus_core::ActorId::new("alice").unwrap(),
             &[role],
             "UNCLASSIFIED",
         )
         .unwrap();
-    n.context(&tenant(), s, "s1")
+    n.context(t, s, "s1")
 }
 
 fn call(n: &Nodus, c: &Context, cmd: &str, input: Value) -> Result<Value, (String, String)> {
@@ -432,4 +441,64 @@ fn the_identity_survives_a_restart() {
     };
     let n = node(dir.path(), 5);
     assert_eq!(n.sync().keys().unwrap(), first);
+}
+
+#[test]
+fn one_tenants_bundles_are_walled_from_another() {
+    let (_dir, a, b) = pair();
+    let b_key = b.sync().keys().unwrap().key_id;
+    let (ga, gb) = (
+        ctx_in(&a, &globex(), "admin"),
+        ctx_in(&b, &globex(), "admin"),
+    );
+    call(
+        &a,
+        &ga,
+        "types.define",
+        json!({"name": "memo", "schema": {"type": "object", "properties": {}}}),
+    )
+    .unwrap();
+    let out = call(
+        &a,
+        &ga,
+        "sync.export",
+        json!({"to": [b_key], "file": "g.noduspkg"}),
+    )
+    .unwrap();
+    courier(&a, "g.noduspkg", &b, "g.noduspkg");
+    // acme cannot verify or stage globex's bundle (it is for another tenant) ...
+    let (code, msg) = call(
+        &b,
+        &ctx(&b, "admin"),
+        "sync.stage",
+        json!({"file": "g.noduspkg"}),
+    )
+    .unwrap_err();
+    assert_eq!(code, "BundleRejected");
+    assert!(msg.contains("`wrong_tenant`"), "{msg}");
+    // ... nor activate it once globex staged it, nor see it in its status.
+    call(&b, &gb, "sync.stage", json!({"file": "g.noduspkg"})).unwrap();
+    let (code, _) = call(
+        &b,
+        &ctx(&b, "admin"),
+        "sync.activate",
+        json!({"bundle_id": out["bundle_id"]}),
+    )
+    .unwrap_err();
+    assert_eq!(code, "NotStaged");
+    assert_eq!(ok(&b, "sync.status", json!({}))["staged"], json!([]));
+    let st = call(&b, &gb, "sync.status", json!({})).unwrap();
+    assert_eq!(st["staged"][0]["bundle_id"], out["bundle_id"]);
+    call(
+        &b,
+        &gb,
+        "sync.activate",
+        json!({"bundle_id": out["bundle_id"]}),
+    )
+    .unwrap();
+    assert_eq!(
+        call(&b, &gb, "types.list", json!({})).unwrap()[0]["name"],
+        "memo"
+    );
+    assert_eq!(ok(&b, "types.list", json!({})), json!([]));
 }
