@@ -5,7 +5,7 @@
 //! export NODUS_MASTER_KEY=<64 hex digits or base64>       # the node's vault master key
 //! sync_tool keys   --data <dir>                            # this node's identity, for a peer
 //! sync_tool trust  --data <dir> <peer-keys.json | ->       # trust a peer (its `keys` output)
-//! sync_tool export --data <dir> --to <key id>[,<key id>…] [--out <path>]
+//! sync_tool export --data <dir> --to <key id>[,<key id>…] [--out <path>] [--since-last]
 //! sync_tool verify --data <dir> <bundle>                   # every check, a dry run
 //! sync_tool import --data <dir> <bundle> [--dry-run]       # verify, stage, activate
 //! sync_tool status --data <dir>                            # the air-gap posture report
@@ -18,7 +18,8 @@
 //!
 //! A `<bundle>` that names an existing file outside the node is copied into the node's inbox
 //! first (the commands themselves only accept a file name in the inbox); `--out` copies the
-//! exported bundle from the outbox to a path of your choice (a USB stick).
+//! exported bundle from the outbox to a path of your choice (a USB stick). `--since-last` exports
+//! only what follows the last export to the same peers.
 //!
 //! JSON on stdout (errors too: `{"error": {"code", "message"}}`), messages on stderr. Exit code 0
 //! on success, 1 when a bundle is rejected or a command fails, 2 on usage errors.
@@ -35,7 +36,7 @@ use serde_json::{Value, json};
 const USAGE: &str = "usage:
   sync_tool keys   --data <dir>
   sync_tool trust  --data <dir> <peer-keys.json | ->
-  sync_tool export --data <dir> --to <key id>[,<key id>...] [--out <path>]
+  sync_tool export --data <dir> --to <key id>[,<key id>...] [--out <path>] [--since-last]
   sync_tool verify --data <dir> <bundle>
   sync_tool import --data <dir> <bundle> [--dry-run]
   sync_tool status --data <dir>
@@ -91,6 +92,7 @@ struct Args {
     to: Vec<String>,
     out: Option<PathBuf>,
     dry_run: bool,
+    since_last: bool,
     positional: Vec<String>,
 }
 
@@ -104,6 +106,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         to: Vec::new(),
         out: None,
         dry_run: false,
+        since_last: false,
         positional: Vec::new(),
     };
     let mut it = args.iter();
@@ -127,6 +130,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
             ),
             "--out" => a.out = Some(PathBuf::from(value("--out")?)),
             "--dry-run" => a.dry_run = true,
+            "--since-last" => a.since_last = true,
             s if s.starts_with("--") => return Err(format!("unknown option `{s}`")),
             s => a.positional.push(s.to_owned()),
         }
@@ -248,7 +252,10 @@ fn trust(node: &Node, source: &str) -> CallResult {
 }
 
 fn export(node: &Node, a: &Args) -> CallResult {
-    let mut out = node.call("sync.export", json!({"to": a.to}))?;
+    let mut out = node.call(
+        "sync.export",
+        json!({"to": a.to, "since_last": a.since_last}),
+    )?;
     if let Some(dest) = &a.out {
         let file = out["file"].as_str().unwrap_or_default().to_owned();
         let src = node

@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS nodus_peers (
     added_ms INTEGER NOT NULL, revoked_ms INTEGER);
 CREATE TABLE IF NOT EXISTS nodus_exports (
     bundle_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, file TEXT NOT NULL,
-    file_sha256 TEXT NOT NULL, events INTEGER NOT NULL, peers TEXT NOT NULL, at_ms INTEGER NOT NULL);
+    file_sha256 TEXT NOT NULL, events INTEGER NOT NULL, peers TEXT NOT NULL, at_ms INTEGER NOT NULL,
+    through TEXT NOT NULL DEFAULT '[]');
 ";
 
 /// Why a sync operation outside a bundle's checks failed (setup, peers, files).
@@ -716,6 +717,11 @@ pub struct ExportRequest {
     /// Validity in hours (default 168: 7 days).
     #[serde(default)]
     pub ttl_hours: Option<u64>,
+    /// Only what follows the last export to these peers (per chain, the lowest seq any of them
+    /// was sent); default `false`: the whole log. If a previous bundle never arrived, the
+    /// receiver refuses this one (`missing_prerequisite`): export again without it.
+    #[serde(default)]
+    pub since_last: bool,
 }
 
 /// What `sync.export` answers.
@@ -733,6 +739,77 @@ pub struct ExportInfo {
     pub events: u64,
     /// The receivers' key ids.
     pub to: Vec<String>,
+    /// Each chain's range in the bundle: `"<chain>"` → `[from, to]`.
+    pub chains: BTreeMap<String, [u64; 2]>,
+    /// Whether the bundle starts after the last export to these peers (`since_last`).
+    pub incremental: bool,
+}
+
+/// Per chain, the highest seq exported to a peer (stored as JSON with each export).
+type Through = Vec<(ChainId, u64)>;
+
+/// What every peer in `to` was sent already: per chain, the lowest of their last exports' marks
+/// (a chain some peer was never sent is absent), as a version vector read back from the log.
+fn since_last(
+    s: &SyncState,
+    log: &dyn TenantEventLog,
+    tenant: &TenantId,
+    to: &[String],
+) -> Result<(VersionVector, Through), CommandError> {
+    let mut common: Option<BTreeMap<ChainId, u64>> = None;
+    for peer in to {
+        let row: Option<String> = {
+            let conn = s.conn.lock();
+            let mut st = conn
+                .prepare(
+                    "SELECT through, peers FROM nodus_exports WHERE tenant = ?1
+                     ORDER BY at_ms DESC, rowid DESC",
+                )
+                .map_err(store_err)?;
+            let rows = st
+                .query_map([tenant.as_str()], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(store_err)?;
+            let mut found = None;
+            for row in rows {
+                let (through, peers) = row.map_err(store_err)?;
+                if peers.split(',').any(|p| p == peer) {
+                    found = Some(through);
+                    break;
+                }
+            }
+            found
+        };
+        let marks: BTreeMap<ChainId, u64> = match row {
+            Some(json) => serde_json::from_str::<Through>(&json)
+                .map_err(store_err)?
+                .into_iter()
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        common = Some(match common {
+            None => marks,
+            Some(c) => c
+                .into_iter()
+                .filter_map(|(chain, seq)| marks.get(&chain).map(|m| (chain, seq.min(*m))))
+                .collect(),
+        });
+    }
+    let mut since = VersionVector::new();
+    let mut through = Through::new();
+    for (chain, seq) in common.unwrap_or_default() {
+        if let Some(e) = log
+            .read_chain(tenant, chain, seq, 1)
+            .map_err(store_err)?
+            .into_iter()
+            .find(|e| e.seq == seq)
+        {
+            since.insert(chain, nodus_fabric::ChainHead { seq, hash: e.hash });
+            through.push((chain, seq));
+        }
+    }
+    Ok((since, through))
 }
 
 /// `sync.export`: writes a bundle of the caller's tenant's whole event log (every label: grant
@@ -789,6 +866,12 @@ impl Command for SyncExport {
         let ttl = input
             .ttl_hours
             .map_or(DEFAULT_TTL, |h| Duration::from_secs(h.saturating_mul(3600)));
+        let log = n.inner.event_log.as_ref();
+        let (since, mut through) = if input.since_last {
+            since_last(s, log, ctx.tenant(), &input.to)?
+        } else {
+            (VersionVector::new(), Through::new())
+        };
         let mut rnd = [0u8; 8];
         getrandom::fill(&mut rnd).map_err(|e| CommandError::new("ExportFailed", e.to_string()))?;
         let tmp = outbox.join(format!(".export-{}", hex::encode(rnd)));
@@ -797,9 +880,9 @@ impl Command for SyncExport {
             let mut w = io::BufWriter::new(f);
             let report = Exporter::new()
                 .export(
-                    n.inner.event_log.as_ref(),
+                    log,
                     ctx.tenant(),
-                    &VersionVector::default(),
+                    &since,
                     &s.signer,
                     &recipients,
                     ttl,
@@ -849,11 +932,19 @@ impl Command for SyncExport {
             let _ = fs::remove_file(&dest);
             return Err(e);
         }
+        for c in &report.chains {
+            match through.iter_mut().find(|(chain, _)| *chain == c.chain) {
+                Some((_, seq)) => *seq = (*seq).max(c.to),
+                None => through.push((c.chain, c.to)),
+            }
+        }
+        let through_json = serde_json::to_string(&through).map_err(store_err)?;
         s.conn
             .lock()
             .execute(
-                "INSERT INTO nodus_exports (bundle_id, tenant, file, file_sha256, events, peers, at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO nodus_exports
+                 (bundle_id, tenant, file, file_sha256, events, peers, at_ms, through)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     report.bundle_id.to_string(),
                     ctx.tenant().as_str(),
@@ -861,7 +952,8 @@ impl Command for SyncExport {
                     hex::encode(report.file_sha256),
                     to_i64(report.events),
                     input.to.join(","),
-                    to_i64(now)
+                    to_i64(now),
+                    through_json
                 ],
             )
             .map_err(store_err)?;
@@ -872,6 +964,12 @@ impl Command for SyncExport {
             file_len: report.file_len,
             events: report.events,
             to: input.to,
+            chains: report
+                .chains
+                .iter()
+                .map(|c| (c.chain.to_string(), [c.from, c.to]))
+                .collect(),
+            incremental: input.since_last,
         })
     }
 }

@@ -502,3 +502,74 @@ fn one_tenants_bundles_are_walled_from_another() {
     );
     assert_eq!(ok(&b, "types.list", json!({})), json!([]));
 }
+
+#[test]
+fn since_last_exports_only_what_follows_and_a_lost_bundle_is_a_missing_prerequisite() {
+    let (_dir, a, b) = pair();
+    seed_objects(&a);
+    let b_key = b.sync().keys().unwrap().key_id;
+    ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "full.noduspkg"}),
+    );
+    courier(&a, "full.noduspkg", &b, "full.noduspkg");
+    import(&b, "full.noduspkg");
+
+    let create = |id: &str| {
+        ok(
+            &a,
+            "objects.create",
+            json!({"type": "case", "id": id, "data": {"title": id}}),
+        );
+    };
+    create("c2");
+    let inc = ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "inc.noduspkg", "since_last": true}),
+    );
+    assert_eq!(inc["events"], 1, "{inc}");
+    assert_eq!(inc["incremental"], true);
+    let range = inc["chains"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    assert_eq!(range, json!([3, 3]));
+    courier(&a, "inc.noduspkg", &b, "inc.noduspkg");
+    assert_eq!(import(&b, "inc.noduspkg")["applied"], 1);
+    assert!(ok(&b, "objects.get", json!({"type": "case", "id": "c2"})).is_object());
+
+    // A bundle that never arrives: the next incremental one needs it.
+    create("c3");
+    ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "lost.noduspkg", "since_last": true}),
+    );
+    create("c4");
+    ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key.clone()], "file": "next.noduspkg", "since_last": true}),
+    );
+    let next = courier(&a, "next.noduspkg", &b, "next.noduspkg");
+    assert_rejected(
+        &b,
+        "sync.verify",
+        "next.noduspkg",
+        "missing_prerequisite",
+        &next,
+    );
+    // A full export catches up.
+    ok(
+        &a,
+        "sync.export",
+        json!({"to": [b_key], "file": "again.noduspkg"}),
+    );
+    courier(&a, "again.noduspkg", &b, "again.noduspkg");
+    assert_eq!(import(&b, "again.noduspkg")["applied"], 2);
+}
