@@ -1117,11 +1117,17 @@ impl Command for SyncActivate {
             .policy
             .snapshot(ctx.tenant())
             .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
-        let ceiling = snap
-            .get_str("sync.import_ceiling")
-            .ok()
-            .and_then(|t| snap.label_scheme().parse(t).ok())
-            .unwrap_or_else(|| ctx.subject().clearance());
+        // The tenant's import ceiling when its policy sets one; a value that does not parse
+        // under the current scheme is an error, never silently replaced.
+        let ceiling = match snap.get_str("sync.import_ceiling") {
+            Ok(text) => snap.label_scheme().parse(text).map_err(|e| {
+                CommandError::new(
+                    "BadSetting",
+                    format!("`sync.import_ceiling` (`{text}`) is not a label: {e}"),
+                )
+            })?,
+            Err(_) => ctx.subject().clearance(),
+        };
         let fabric = &n.inner.fabric;
         let known = |fabric: &Fabric| -> Result<BTreeSet<String>, CommandError> {
             Ok(fabric

@@ -573,3 +573,78 @@ fn since_last_exports_only_what_follows_and_a_lost_bundle_is_a_missing_prerequis
     courier(&a, "again.noduspkg", &b, "again.noduspkg");
     assert_eq!(import(&b, "again.noduspkg")["applied"], 2);
 }
+
+#[test]
+fn the_tenant_import_ceiling_comes_from_policy_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = "[keys.\"sync.import_ceiling\"]\ntype = \"string\"\nscope = \"tenant\"\ndefault = \"SECRET\"\ndoc = \"highest label a bundle may bring in\"\n";
+    let build = |d: &str, seed: u8| {
+        Nodus::builder()
+            .data_dir(dir.path().join(d))
+            .master_key(MasterKey::from_bytes([seed; 32]))
+            .policy(
+                PolicySources::new()
+                    .with_schema("schema.toml", schema)
+                    .with_system("system.toml", SYSTEM)
+                    .with_tenant(tenant(), "tenants/acme.toml", TENANT),
+            )
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build("a", 1), build("b", 2));
+    a.sync().trust_peer(&b.sync().keys().unwrap()).unwrap();
+    b.sync().trust_peer(&a.sync().keys().unwrap()).unwrap();
+    seed_objects(&a);
+    let secret = {
+        let s = a
+            .subject(
+                &tenant(),
+                nodus_core::ActorId::new("sam").unwrap(),
+                &["admin"],
+                "SECRET",
+            )
+            .unwrap();
+        a.context(&tenant(), s, "s2")
+    };
+    for (id, label) in [("s1", "SECRET"), ("t1", "TOP SECRET")] {
+        let c = if label == "SECRET" {
+            secret.clone()
+        } else {
+            let s = a
+                .subject(
+                    &tenant(),
+                    nodus_core::ActorId::new("tom").unwrap(),
+                    &["admin"],
+                    "TOP SECRET",
+                )
+                .unwrap();
+            a.context(&tenant(), s, "s3")
+        };
+        call(
+            &a,
+            &c,
+            "objects.create",
+            json!({"type": "case", "id": id, "label": label, "data": {"title": id}}),
+        )
+        .unwrap();
+    }
+    ok(
+        &a,
+        "sync.export",
+        json!({"to": [b.sync().keys().unwrap().key_id], "file": "a.noduspkg"}),
+    );
+    courier(&a, "a.noduspkg", &b, "a.noduspkg");
+    // The activator is UNCLASSIFIED, the tenant's ceiling SECRET: only TOP SECRET is held.
+    let report = import(&b, "a.noduspkg");
+    assert_eq!(report["applied"], 3, "{report}");
+    let q = report["quarantined"].as_object().unwrap();
+    assert_eq!(q.len(), 1, "{report}");
+    assert!(
+        q.values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("TOP SECRET")
+    );
+}
