@@ -257,6 +257,7 @@ impl NodusBuilder {
             commands.register(SyncVerify(weak.clone()), &scheme)?;
             commands.register(SyncStage(weak.clone()), &scheme)?;
             commands.register(SyncActivate(weak.clone()), &scheme)?;
+            commands.register(SyncRecheck(weak.clone()), &scheme)?;
             commands.register(SyncStatusCommand(weak.clone()), &scheme)?;
         }
         for register in self.registrations {

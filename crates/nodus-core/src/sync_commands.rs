@@ -1,5 +1,5 @@
 //! Air-gap sync built-ins: `sync.keys`, `sync.export`, `sync.verify`, `sync.stage`,
-//! `sync.activate` and `sync.status`, over the sealed `.noduspkg` bundles of `nodus-sync`.
+//! `sync.activate`, `sync.recheck` and `sync.status`, over the sealed `.noduspkg` bundles of `nodus-sync`.
 //!
 //! **Directories.** Everything lives in the instance's *sync directory*
 //! ([`NodusBuilder::sync_dir`](crate::NodusBuilder::sync_dir), default `<data_dir>/sync`; an
@@ -14,7 +14,8 @@
 //! [`VaultBundleSigner`]; the key never leaves the vault. The key id bundles carry is the node id.
 //!
 //! **Audit.** Every export (`sync.exported`), verification (`sync.verified`), staging
-//! (`sync.staged`), activation (`sync.activated`), quarantined event (`sync.quarantined`) and
+//! (`sync.staged`), activation (`sync.activated`), quarantined event (`sync.quarantined`),
+//! released event (`sync.released`) and
 //! rejection (`sync.rejected`, with the rejection's stable `code`) is an audit record carrying the
 //! bundle id (when known) and the file's SHA-256 (hex); trusting and revoking a peer are
 //! `sync.peer_trusted` and `sync.peer_revoked`.
@@ -257,14 +258,15 @@ impl Admission for PolicyAdmission<'_> {
         let scheme = self.snap.label_scheme();
         let label = match scheme.parse(event.label.as_str()) {
             Ok(l) => l,
-            Err(e) => return Decision::Quarantine(format!("label does not parse: {e}")),
+            Err(_) => {
+                return Decision::Quarantine(
+                    "label does not parse under the current scheme".into(),
+                );
+            }
         };
         if !self.ceiling.dominates(label) {
-            return Decision::Quarantine(format!(
-                "label `{}` is above the import ceiling `{}`",
-                scheme.format(label),
-                scheme.format(self.ceiling)
-            ));
+            // No label names: the reason is shown to the caller, who may not dominate it.
+            return Decision::Quarantine("label above the import ceiling".into());
         }
         if event.kind.as_str().starts_with("object.") {
             let type_name = event
@@ -1072,6 +1074,51 @@ pub struct ActivateInfo {
     pub rejected: u64,
 }
 
+fn snapshot(n: &crate::Nodus, ctx: &Context) -> Result<Arc<PolicySnapshot>, CommandError> {
+    n.inner
+        .policy
+        .snapshot(ctx.tenant())
+        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))
+}
+
+fn known_types(
+    n: &crate::Nodus,
+    ctx: &Context,
+    snap: &PolicySnapshot,
+) -> Result<BTreeSet<String>, CommandError> {
+    Ok(n.inner
+        .fabric
+        .list_types(ctx.tenant(), snap)
+        .map_err(store_err)?
+        .iter()
+        .map(|t| t.name().as_str().to_owned())
+        .collect())
+}
+
+/// The admission of the caller's tenant under the current policy: the tenant's import ceiling
+/// when its policy sets one (a value that does not parse under the current scheme is an error,
+/// never silently replaced), else the caller's clearance; the types the tenant knows now.
+fn admission<'a>(
+    n: &crate::Nodus,
+    ctx: &Context,
+    snap: &'a PolicySnapshot,
+) -> Result<PolicyAdmission<'a>, CommandError> {
+    let ceiling = match snap.get_str("sync.import_ceiling") {
+        Ok(text) => snap.label_scheme().parse(text).map_err(|e| {
+            CommandError::new(
+                "BadSetting",
+                format!("`sync.import_ceiling` (`{text}`) is not a label: {e}"),
+            )
+        })?,
+        Err(_) => ctx.subject().clearance(),
+    };
+    Ok(PolicyAdmission {
+        snap,
+        ceiling,
+        known_types: known_types(n, ctx, snap)?,
+    })
+}
+
 /// `sync.activate`: re-verifies a staged bundle of the caller's tenant, admits each new event
 /// under the *current* policy (a label that does not parse or is above the import ceiling, an
 /// object of an unknown type → quarantine), applies the admitted ones to the log and the
@@ -1112,36 +1159,9 @@ impl Command for SyncActivate {
         if !mine {
             return Err(not_staged());
         }
-        let snap = n
-            .inner
-            .policy
-            .snapshot(ctx.tenant())
-            .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
-        // The tenant's import ceiling when its policy sets one; a value that does not parse
-        // under the current scheme is an error, never silently replaced.
-        let ceiling = match snap.get_str("sync.import_ceiling") {
-            Ok(text) => snap.label_scheme().parse(text).map_err(|e| {
-                CommandError::new(
-                    "BadSetting",
-                    format!("`sync.import_ceiling` (`{text}`) is not a label: {e}"),
-                )
-            })?,
-            Err(_) => ctx.subject().clearance(),
-        };
+        let snap = snapshot(&n, ctx)?;
         let fabric = &n.inner.fabric;
-        let known = |fabric: &Fabric| -> Result<BTreeSet<String>, CommandError> {
-            Ok(fabric
-                .list_types(ctx.tenant(), &snap)
-                .map_err(store_err)?
-                .iter()
-                .map(|t| t.name().as_str().to_owned())
-                .collect())
-        };
-        let admission = PolicyAdmission {
-            snap: &snap,
-            ceiling,
-            known_types: known(fabric)?,
-        };
+        let admission = admission(&n, ctx, &snap)?;
         let log = FabricLog(fabric);
         let report = s
             .importer
@@ -1165,7 +1185,7 @@ impl Command for SyncActivate {
             .collect();
         if !retry.is_empty() {
             let again = PolicyAdmission {
-                known_types: known(fabric)?,
+                known_types: known_types(&n, ctx, &snap)?,
                 ..admission
             };
             let released = s
@@ -1223,6 +1243,95 @@ impl Command for SyncActivate {
             quarantined,
             equivocations: report.equivocations.len() as u64,
             rejected: report.rejected.len() as u64,
+        })
+    }
+}
+
+/// What `sync.recheck` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RecheckInfo {
+    /// Events the current policy now admits, applied and out of the quarantine
+    /// (`"<chain>:<seq>"`).
+    pub released: Vec<String>,
+    /// Events applied (the released ones and those they unblocked).
+    pub applied: u64,
+    /// Events of the tenant still held.
+    pub remaining: u64,
+}
+
+/// `sync.recheck`: asks the *current* policy again (import ceiling, label scheme, known types)
+/// about every event of the caller's tenant held in the quarantine; those it now admits are
+/// applied (with the pending events they unblock). Each release is audited as `sync.released`.
+pub struct SyncRecheck(pub(crate) WeakNodus);
+
+impl Command for SyncRecheck {
+    type Input = Option<NoInput>;
+    type Output = RecheckInfo;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("sync.recheck")
+            .rate_class("admin")
+            .description("re-check the tenant's quarantined sync events under the current policy")
+    }
+    fn call(&self, ctx: &Context, _input: Option<NoInput>) -> Result<RecheckInfo, CommandError> {
+        let n = instance(&self.0)?;
+        let s = state(&n)?;
+        let held = s
+            .importer
+            .quarantined(Some(ctx.tenant()))
+            .map_err(store_err)?;
+        if held.is_empty() {
+            return Ok(RecheckInfo {
+                released: Vec::new(),
+                applied: 0,
+                remaining: 0,
+            });
+        }
+        let snap = snapshot(&n, ctx)?;
+        let admission = admission(&n, ctx, &snap)?;
+        let log = FabricLog(&n.inner.fabric);
+        let ids: Vec<u64> = held.iter().map(|q| q.id).collect();
+        let report = s
+            .importer
+            .release(&log, &ids, &admission)
+            .map_err(store_err)?;
+        n.inner.objects_cache.invalidate_tenant(ctx.tenant());
+        let ledger = s.importer.imported().map_err(store_err)?;
+        let now = n.now_ms();
+        let mut released = Vec::with_capacity(report.released.len());
+        for r in &report.released {
+            let event = format!("{}:{}", r.chain, r.seq);
+            let bundle = held
+                .iter()
+                .find(|q| q.event.chain() == r.chain && q.event.seq == r.seq)
+                .map(|q| q.bundle_id);
+            let mut rec = record(ctx, "sync.released", Outcome::Allowed, now);
+            rec.detail.insert("event".into(), event.clone());
+            if let Some(b) = bundle {
+                rec.detail.insert("bundle_id".into(), b.to_string());
+                if let Some(l) = ledger.iter().find(|l| l.bundle_id == b) {
+                    rec.detail
+                        .insert("file_sha256".into(), hex::encode(l.file_sha256));
+                }
+            }
+            audit(&n, rec)?;
+            released.push(event);
+        }
+        let remaining = s
+            .importer
+            .quarantined(Some(ctx.tenant()))
+            .map_err(store_err)?
+            .len() as u64;
+        if !released.is_empty() {
+            let _ = n.inner.events.publish(
+                "sync.released",
+                Some(ctx.tenant()),
+                serde_json::json!({"released": released.len(), "remaining": remaining}),
+            );
+        }
+        Ok(RecheckInfo {
+            released,
+            applied: report.applied,
+            remaining,
         })
     }
 }

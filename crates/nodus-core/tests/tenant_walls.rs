@@ -68,6 +68,7 @@ const BUILTINS: &[(&str, &str)] = &[
         "sync.activate",
         r#"{"bundle_id":"00000000000000000000000000000000"}"#,
     ),
+    ("sync.recheck", "{}"),
     ("sync.status", "{}"),
 ];
 
