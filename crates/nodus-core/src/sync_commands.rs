@@ -15,10 +15,9 @@
 //!
 //! **Audit.** Every export (`sync.exported`), verification (`sync.verified`), staging
 //! (`sync.staged`), activation (`sync.activated`), quarantined event (`sync.quarantined`),
-//! released event (`sync.released`) and
-//! rejection (`sync.rejected`, with the rejection's stable `code`) is an audit record carrying the
-//! bundle id (when known) and the file's SHA-256 (hex); trusting and revoking a peer are
-//! `sync.peer_trusted` and `sync.peer_revoked`.
+//! released event (`sync.released`) and rejection (`sync.rejected`, with the rejection's stable
+//! `code`) is an audit record carrying the bundle id (when known) and the file's SHA-256 (hex);
+//! trusting and revoking a peer are `sync.peer_trusted` and `sync.peer_revoked`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
