@@ -627,6 +627,37 @@ fn rejected(n: &crate::Nodus, ctx: &Context, op: &str, file: &str, r: &Rejection
     )
 }
 
+/// One `sync.equivocation` record per equivocation the log found (kept in its quarantine, never
+/// applied): the chain, seq and both hashes.
+fn audit_equivocations(
+    n: &crate::Nodus,
+    ctx: &Context,
+    found: &[Equivocation],
+    bundle: Option<&BundleId>,
+    sha: &str,
+) -> Result<(), CommandError> {
+    for e in found {
+        let mut rec = record(ctx, "sync.equivocation", Outcome::Denied, n.now_ms());
+        rec.reason = Some(Cow::Borrowed("Equivocation"));
+        if let Some(b) = bundle {
+            rec.detail.insert("bundle_id".into(), b.to_string());
+        }
+        if !sha.is_empty() {
+            rec.detail.insert("file_sha256".into(), sha.to_owned());
+        }
+        rec.detail.insert(
+            "event".into(),
+            format!("{}:{}", e.conflicting.chain(), e.conflicting.seq),
+        );
+        rec.detail
+            .insert("stored_hash".into(), e.stored.hash.to_string());
+        rec.detail
+            .insert("conflicting_hash".into(), e.conflicting.hash.to_string());
+        audit(n, rec)?;
+    }
+    Ok(())
+}
+
 fn store_err(e: impl std::fmt::Display) -> CommandError {
     CommandError::new("SyncStoreFailed", e.to_string())
 }
@@ -1214,6 +1245,13 @@ impl Command for SyncActivate {
             report.equivocations.len().to_string(),
         );
         audit(&n, rec)?;
+        audit_equivocations(
+            &n,
+            ctx,
+            &report.equivocations,
+            Some(&report.bundle_id),
+            &sha,
+        )?;
         for (event, why) in &quarantined {
             let mut rec = record(ctx, "sync.quarantined", Outcome::Denied, now);
             rec.reason = Some(Cow::Borrowed("PolicyAdmission"));
@@ -1315,6 +1353,7 @@ impl Command for SyncRecheck {
             audit(&n, rec)?;
             released.push(event);
         }
+        audit_equivocations(&n, ctx, &report.equivocations, None, "")?;
         let remaining = s
             .importer
             .quarantined(Some(ctx.tenant()))
