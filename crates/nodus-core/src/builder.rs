@@ -69,6 +69,7 @@ pub struct NodusBuilder {
     components: Vec<ComponentSpec>,
     trust: Option<TrustStore>,
     record_latency: bool,
+    sync_dir: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for NodusBuilder {
@@ -172,6 +173,14 @@ impl NodusBuilder {
         self
     }
 
+    /// Keep air-gap sync files (inbox, outbox, staging, `sync.db`, the sealed age identity) in
+    /// `dir` instead of `<data_dir>/sync`. An in-memory instance has sync only when this is set.
+    /// See [`crate::sync_commands`].
+    pub fn sync_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.sync_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
     /// Register a UI component (shown to a tenant when its `ui.allowed_components` lists it).
     pub fn component(mut self, spec: ComponentSpec) -> Self {
         self.components.push(spec);
@@ -241,6 +250,16 @@ impl NodusBuilder {
             commands.register(ObjectsCount(weak.clone()), &scheme)?;
             commands.register(ObjectsHistory(weak.clone()), &scheme)?;
         }
+        {
+            use crate::sync_commands::*;
+            commands.register(SyncKeys(weak.clone()), &scheme)?;
+            commands.register(SyncExport(weak.clone()), &scheme)?;
+            commands.register(SyncVerify(weak.clone()), &scheme)?;
+            commands.register(SyncStage(weak.clone()), &scheme)?;
+            commands.register(SyncActivate(weak.clone()), &scheme)?;
+            commands.register(SyncRecheck(weak.clone()), &scheme)?;
+            commands.register(SyncStatusCommand(weak.clone()), &scheme)?;
+        }
         for register in self.registrations {
             register(&commands, &scheme)?;
         }
@@ -302,6 +321,22 @@ impl NodusBuilder {
             incarnation: event_log.node().incarnation,
             public_key: node_public,
         };
+        let sync_dir = self.sync_dir.or_else(|| {
+            data_dir
+                .as_ref()
+                .map(|d| d.join(crate::sync_commands::SYNC_DIR))
+        });
+        let sync = match &sync_dir {
+            Some(dir) => Some(Arc::new(
+                crate::sync_commands::SyncState::open(dir, vault.clone(), &node).map_err(|e| {
+                    BuildError::DataDir {
+                        path: dir.display().to_string(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                })?,
+            )),
+            None => None,
+        };
         let audit: Arc<dyn AuditSink> = match self.audit {
             Some(a) => a,
             None => {
@@ -362,6 +397,7 @@ impl NodusBuilder {
             event_log,
             objects_cache,
             node,
+            sync,
         });
         let _ = weak.0.set(Arc::downgrade(&inner));
         let nodus = Nodus { inner };

@@ -13,6 +13,7 @@ mod nodus;
 mod policy_layer;
 mod policy_view;
 mod signer;
+pub mod sync_commands;
 
 pub use builder::{AUDIT_FILE, FABRIC_FILE, NodusBuilder, VAULT_FILE};
 pub use error::{
@@ -30,6 +31,7 @@ pub use nodus_fabric as fabric;
 pub use nodus_policy as policy;
 pub use nodus_registry as registry;
 pub use nodus_security as security;
+pub use nodus_sync as sync;
 
 pub use nodus_policy::{ActorId, Label, PolicySources, Subject, TenantId};
 pub use nodus_registry::commands::{AuditLevel, Command, CommandError, CommandSpec, Context};

@@ -116,6 +116,8 @@ pub(crate) struct Inner {
     pub(crate) fabric: nodus_fabric::objects::Fabric,
     /// The object cache in front of the fabric's projections.
     pub(crate) objects_cache: Arc<dyn nodus_fabric::state::StateStore>,
+    /// Air-gap sync, when the instance has a sync directory.
+    pub(crate) sync: Option<Arc<crate::sync_commands::SyncState>>,
     /// The policy directory watcher, when `watch_policy` started one.
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
 }
@@ -1048,6 +1050,12 @@ impl Nodus {
     /// public key — what a peer adds to its trust store to accept this node's events.
     pub fn node(&self) -> crate::NodeIdentity {
         self.inner.node
+    }
+
+    /// Air-gap sync administration: this node's public sync identity (`keys`, its `age1…`
+    /// recipient included) and the trust store of peers (`trust_peer`, `revoke_peer`, audited).
+    pub fn sync(&self) -> crate::sync_commands::SyncAdmin<'_> {
+        crate::sync_commands::SyncAdmin::new(self)
     }
 
     /// Verifies every hash chain of `tenant` in the fabric's event log.

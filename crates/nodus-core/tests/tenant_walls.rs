@@ -60,6 +60,16 @@ const BUILTINS: &[(&str, &str)] = &[
     ),
     ("objects.count", r#"{"type":"case"}"#),
     ("objects.history", r#"{"type":"case","id":"shared-id"}"#),
+    ("sync.keys", "{}"),
+    ("sync.export", r#"{"to":["no-such-peer"]}"#),
+    ("sync.verify", r#"{"file":"x.noduspkg"}"#),
+    ("sync.stage", r#"{"file":"x.noduspkg"}"#),
+    (
+        "sync.activate",
+        r#"{"bundle_id":"00000000000000000000000000000000"}"#,
+    ),
+    ("sync.recheck", "{}"),
+    ("sync.status", "{}"),
 ];
 
 const SCHEMA: &str = r#"
@@ -142,8 +152,10 @@ fn assert_clean(what: &str, text: &str) {
 fn nothing_reachable_from_one_tenant_names_another() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path());
+    let sync_dir = tempfile::tempdir().unwrap();
     let n = Nodus::builder()
         .in_memory()
+        .sync_dir(sync_dir.path())
         .master_key(master())
         .policy_dir(dir.path())
         .command(CreateNote)
