@@ -44,10 +44,10 @@
 //! | `objects/create_dispatch_1_indexed_normal` | 283 µs | ≈ 3,500/s | target ≥ 10,000/s ✘ (below the floor, see below) |
 //! | `objects/create_library_1_indexed_normal` | 277 µs | ≈ 3,600/s | 1.6× the floor |
 //! | `raw_sqlite/object_rows_insert_normal` (floor) | 172 µs | ≈ 5,800/s | — |
-//! | `objects/get_dispatch_uncached` | 7.04 µs | ≈ 142,000/s | target ≥ 100,000/s ✔ (16.9 µs before the type cache stopped reading the database) |
+//! | `objects/get_dispatch_uncached` | 5.98 µs | ≈ 167,000/s | target ≥ 100,000/s ✔ (16.9 µs before this round: the type cache no longer reads the database, the output is built directly) |
 //! | `objects/get_library_uncached` | 7.8 µs | ≈ 128,000/s | 1.7× the floor |
 //! | `raw_sqlite/object_select` (floor) | 4.6 µs | ≈ 219,000/s | — |
-//! | `objects/get_dispatch_cached` | 1.75 µs | ≈ 570,000/s | JSON in and out: target ≥ 1,000,000/s ✘ |
+//! | `objects/get_dispatch_cached` | 1.37 µs | ≈ 730,000/s | JSON in and out: target ≥ 1,000,000/s ✘ (2.08 µs before this round) |
 //! | `objects/get_invoke_cached` (typed facade) | 827 ns | ≈ 1,210,000/s | target ≥ 1,000,000/s ✔ |
 //! | `objects/list_50_of_100k_indexed_filter` | 0.52 ms | — | target ≤ 1 ms ✔ (was 300 ms) |
 //! | `rebuild/rebuild_100k_events` | 3.74 s | ≈ 26,700 events/s | — |
@@ -68,7 +68,7 @@
 //!   facade (`nodus.objects(&ctx).get`, same guard, audit and cache) meets the target. Callgrind:
 //!   5.7k instructions per typed hit (7.7k before this round).
 //! - The `get` rows were measured at load average ≈ 3, after the create and list rows (≈ 5).
-
+//!
 //! Where an append's extra ~27 µs over its floor go: the canonical encoding and SHA-256 of the
 //! event, reading the chain head and the tenant's lamport clock, and the head/clock updates — three
 //! more statements in the same transaction.
