@@ -167,11 +167,11 @@ fn run() -> Result<Vec<String>, String> {
     };
     a.nodus
         .sync()
-        .trust_peer(&parse(b_keys)?)
+        .trust_peer(&parse(b_keys)?, &[acme()?])
         .map_err(|e| e.to_string())?;
     b.nodus
         .sync()
-        .trust_peer(&parse(a_keys)?)
+        .trust_peer(&parse(a_keys)?, &[acme()?])
         .map_err(|e| e.to_string())?;
 
     println!("2. A creates objects and exports a bundle for B");
@@ -247,7 +247,10 @@ fn run() -> Result<Vec<String>, String> {
     let c = Node::open("C", &tmp.path().join("node-c"), 3)?;
     c.nodus
         .sync()
-        .trust_peer(&b.nodus.sync().keys().map_err(|e| e.to_string())?)
+        .trust_peer(
+            &b.nodus.sync().keys().map_err(|e| e.to_string())?,
+            &[acme()?],
+        )
         .map_err(|e| e.to_string())?;
     c.call(
         "sync.export",
@@ -301,4 +304,9 @@ fn run() -> Result<Vec<String>, String> {
         let _ = n.nodus.shutdown();
     }
     Ok(checks.0)
+}
+
+/// The tenant both nodes serve; peers are trusted for it only.
+fn acme() -> Result<TenantId, String> {
+    TenantId::new("acme").map_err(|e| e.to_string())
 }

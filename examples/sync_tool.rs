@@ -4,7 +4,7 @@
 //! ```sh
 //! export NODUS_MASTER_KEY=<64 hex digits or base64>       # the node's vault master key
 //! sync_tool keys   --data <dir>                            # this node's identity, for a peer
-//! sync_tool trust  --data <dir> <peer-keys.json | ->       # trust a peer (its `keys` output)
+//! sync_tool trust  --data <dir> <peer-keys.json | ->       # trust a peer (its `keys` output) for --tenant
 //! sync_tool export --data <dir> --to <key id>[,<key id>…] [--out <path>] [--since-last]
 //! sync_tool verify --data <dir> <bundle>                   # every check, a dry run
 //! sync_tool import --data <dir> <bundle> [--dry-run]       # verify, stage, activate
@@ -246,9 +246,9 @@ fn trust(node: &Node, source: &str) -> CallResult {
         .map_err(|e| ("BadPeer".to_owned(), format!("not a `keys` document: {e}")))?;
     node.nodus
         .sync()
-        .trust_peer(&keys)
+        .trust_peer(&keys, std::slice::from_ref(node.ctx.tenant()))
         .map_err(|e| ("BadPeer".to_owned(), e.to_string()))?;
-    Ok(json!({"trusted": keys.key_id}))
+    Ok(json!({"trusted": keys.key_id, "tenants": [node.ctx.tenant().as_str()]}))
 }
 
 fn export(node: &Node, a: &Args) -> CallResult {

@@ -68,7 +68,7 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(7 * 86_400);
 const PEERS_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS nodus_peers (
     key_id TEXT PRIMARY KEY, public_key TEXT NOT NULL, recipient TEXT NOT NULL,
-    added_ms INTEGER NOT NULL, revoked_ms INTEGER);
+    added_ms INTEGER NOT NULL, revoked_ms INTEGER, tenants TEXT NOT NULL DEFAULT '[]');
 CREATE TABLE IF NOT EXISTS nodus_exports (
     bundle_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, file TEXT NOT NULL,
     file_sha256 TEXT NOT NULL, events INTEGER NOT NULL, peers TEXT NOT NULL, at_ms INTEGER NOT NULL,
@@ -143,6 +143,8 @@ pub struct PeerRecord {
     /// Its keys.
     #[serde(flatten)]
     pub keys: PeerKeys,
+    /// The tenants whose bundles it may sign (ids, sorted).
+    pub tenants: Vec<String>,
     /// When it was trusted, unix ms.
     pub added_ms: u64,
     /// When it was revoked, unix ms (`None`: trusted).
@@ -332,7 +334,7 @@ impl SyncState {
         state.importer.update_trust(|t| {
             for p in &peers {
                 if let Ok(key) = trusted_key(&p.keys) {
-                    t.insert(key);
+                    t.insert(key.for_tenants(p.tenants.iter().cloned()));
                     if p.revoked_ms.is_some() {
                         t.revoke(&p.keys.key_id);
                     }
@@ -353,7 +355,7 @@ impl SyncState {
     fn peers(&self) -> Result<Vec<PeerRecord>, SyncError> {
         let conn = self.conn.lock();
         let mut st = conn.prepare(
-            "SELECT key_id, public_key, recipient, added_ms, revoked_ms FROM nodus_peers
+            "SELECT key_id, public_key, recipient, added_ms, revoked_ms, tenants FROM nodus_peers
              ORDER BY key_id",
         )?;
         let rows = st
@@ -364,6 +366,8 @@ impl SyncState {
                         public_key: r.get(1)?,
                         recipient: r.get(2)?,
                     },
+                    // Unreadable tenants trust the peer for none (fail closed).
+                    tenants: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
                     added_ms: u64::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
                     revoked_ms: r
                         .get::<_, Option<i64>>(4)?
@@ -489,14 +493,26 @@ impl<'a> SyncAdmin<'a> {
         self.state()?.peers()
     }
 
-    /// Trusts a peer (its bundles are accepted; bundles can be exported to it). A revoked peer
-    /// stays revoked. Audited as `sync.peer_trusted`.
+    /// Trusts a peer for bundles of `tenants` (its bundles for those tenants are accepted, and
+    /// bundles can be exported to it; a bundle it signs for any other tenant is refused with
+    /// `key_not_for_tenant`). Trusting it again replaces its tenants. A revoked peer stays
+    /// revoked. Audited as `sync.peer_trusted`, with the tenants.
     ///
     /// # Errors
-    /// [`SyncError::BadPeer`] for unusable keys; storage and audit errors.
-    pub fn trust_peer(&self, keys: &PeerKeys) -> Result<(), SyncError> {
+    /// [`SyncError::BadPeer`] for unusable keys or no tenant; storage and audit errors.
+    pub fn trust_peer(&self, keys: &PeerKeys, tenants: &[TenantId]) -> Result<(), SyncError> {
         let state = self.state()?;
-        let key = trusted_key(keys)?;
+        if tenants.is_empty() {
+            return Err(SyncError::BadPeer(
+                "a peer is trusted for at least one tenant".into(),
+            ));
+        }
+        let mut names: Vec<String> = tenants.iter().map(|t| t.as_str().to_owned()).collect();
+        names.sort();
+        names.dedup();
+        let key = trusted_key(keys)?.for_tenants(names.iter().cloned());
+        let names_json =
+            serde_json::to_string(&names).map_err(|e| SyncError::BadPeer(e.to_string()))?;
         let now = self.nodus.now_ms();
         let mut rec = AuditRecord::new("sync.peer_trusted", Outcome::Allowed);
         rec.time_ms = now;
@@ -505,15 +521,22 @@ impl<'a> SyncAdmin<'a> {
             .insert("public_key".into(), keys.public_key.clone());
         rec.detail
             .insert("recipient".into(), keys.recipient.clone());
+        rec.detail.insert("tenants".into(), names.join(","));
         self.nodus
             .audit_event(rec)
             .map_err(|e| SyncError::Audit(e.to_string()))?;
         state.conn.lock().execute(
-            "INSERT INTO nodus_peers (key_id, public_key, recipient, added_ms)
-             VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO nodus_peers (key_id, public_key, recipient, added_ms, tenants)
+             VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (key_id) DO UPDATE SET public_key = excluded.public_key,
-                 recipient = excluded.recipient",
-            params![keys.key_id, keys.public_key, keys.recipient, to_i64(now)],
+                 recipient = excluded.recipient, tenants = excluded.tenants",
+            params![
+                keys.key_id,
+                keys.public_key,
+                keys.recipient,
+                to_i64(now),
+                names_json
+            ],
         )?;
         state.importer.update_trust(|t| t.insert(key));
         Ok(())

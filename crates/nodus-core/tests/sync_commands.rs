@@ -109,8 +109,12 @@ fn pair() -> (tempfile::TempDir, Nodus, Nodus) {
     let dir = tempfile::tempdir().unwrap();
     let a = node(&dir.path().join("a"), 1);
     let b = node(&dir.path().join("b"), 2);
-    a.sync().trust_peer(&b.sync().keys().unwrap()).unwrap();
-    b.sync().trust_peer(&a.sync().keys().unwrap()).unwrap();
+    a.sync()
+        .trust_peer(&b.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
+    b.sync()
+        .trust_peer(&a.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
     (dir, a, b)
 }
 
@@ -270,7 +274,9 @@ fn tampered_replayed_and_untrusted_bundles_are_rejected_and_audited() {
 
     // Untrusted: node C knows B's recipient, but B does not trust C.
     let c = node(&dir.path().join("c"), 3);
-    c.sync().trust_peer(&b.sync().keys().unwrap()).unwrap();
+    c.sync()
+        .trust_peer(&b.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
     seed_objects(&c);
     ok(
         &c,
@@ -642,8 +648,12 @@ fn the_tenant_import_ceiling_comes_from_policy_when_set() {
             .unwrap()
     };
     let (a, b) = (build("a", 1), build("b", 2));
-    a.sync().trust_peer(&b.sync().keys().unwrap()).unwrap();
-    b.sync().trust_peer(&a.sync().keys().unwrap()).unwrap();
+    a.sync()
+        .trust_peer(&b.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
+    b.sync()
+        .trust_peer(&a.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
     seed_objects(&a);
     let secret = {
         let s = a
@@ -690,4 +700,46 @@ fn the_tenant_import_ceiling_comes_from_policy_when_set() {
     let q = report["quarantined"].as_object().unwrap();
     assert_eq!(q.len(), 1, "{report}");
     assert_eq!(q.values().next().unwrap(), "label above the import ceiling");
+}
+
+/// Trust is per tenant: a peer trusted for acme only cannot bring globex's data in.
+#[test]
+fn a_peer_trusted_for_one_tenant_cannot_sign_for_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(&dir.path().join("a"), 1);
+    let b = node(&dir.path().join("b"), 2);
+    a.sync()
+        .trust_peer(&b.sync().keys().unwrap(), &[tenant(), globex()])
+        .unwrap();
+    b.sync()
+        .trust_peer(&a.sync().keys().unwrap(), &[tenant()])
+        .unwrap();
+    assert_eq!(b.sync().peers().unwrap()[0].tenants, ["acme"]);
+    let b_key = b.sync().keys().unwrap().key_id;
+    let ga = ctx_in(&a, &globex(), "admin");
+    call(
+        &a,
+        &ga,
+        "types.define",
+        json!({"name": "memo", "schema": {"type": "object", "properties": {}}}),
+    )
+    .unwrap();
+    let out = call(
+        &a,
+        &ga,
+        "sync.export",
+        json!({"to": [b_key], "file": "g.noduspkg"}),
+    )
+    .unwrap();
+    courier(&a, "g.noduspkg", &b, "g.noduspkg");
+    let gb = ctx_in(&b, &globex(), "admin");
+    let (code, msg) = call(&b, &gb, "sync.stage", json!({"file": "g.noduspkg"})).unwrap_err();
+    assert_eq!(code, "BundleRejected");
+    assert!(msg.contains("`key_not_for_tenant`"), "{msg}");
+    b.flush_audit().unwrap();
+    let records = b.audit_log().tail(50).unwrap();
+    let sha = out["file_sha256"].as_str().unwrap();
+    assert!(find_audit(&records, "sync.rejected", Some("key_not_for_tenant"), sha).is_some());
+    // No tenant at all is refused.
+    assert!(b.sync().trust_peer(&a.sync().keys().unwrap(), &[]).is_err());
 }

@@ -76,6 +76,14 @@ pub enum RejectReason {
         /// The key id.
         key_id: String,
     },
+    /// The sender's key is trusted, but not for the bundle's tenant.
+    #[error("sender key `{key_id}` is not trusted for tenant `{tenant}`")]
+    KeyNotForTenant {
+        /// The key id.
+        key_id: String,
+        /// The bundle's tenant.
+        tenant: String,
+    },
     /// The sender's key is past its trust end.
     #[error("sender key `{key_id}` expired at {not_after}")]
     KeyExpired {
@@ -193,6 +201,7 @@ impl RejectReason {
             RejectReason::UntrustedKey { .. } => "untrusted_key",
             RejectReason::RevokedKey { .. } => "revoked_key",
             RejectReason::KeyExpired { .. } => "key_expired",
+            RejectReason::KeyNotForTenant { .. } => "key_not_for_tenant",
             RejectReason::BadSignature => "bad_signature",
             RejectReason::Expired { .. } => "expired",
             RejectReason::CreatedInFuture { .. } => "created_in_future",

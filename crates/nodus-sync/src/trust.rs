@@ -106,6 +106,9 @@ pub struct TrustedKey {
     pub not_after: Option<u64>,
     /// A revoked key is never trusted again.
     pub revoked: bool,
+    /// The tenants whose bundles the key may sign; `None`: every tenant. A bundle for another
+    /// tenant is refused (`key_not_for_tenant`) before its signature is checked.
+    pub tenants: Option<std::collections::BTreeSet<String>>,
 }
 
 impl TrustedKey {
@@ -116,7 +119,15 @@ impl TrustedKey {
             public_key,
             not_after: None,
             revoked: false,
+            tenants: None,
         }
+    }
+
+    /// Limits the key to bundles of these tenants.
+    #[must_use]
+    pub fn for_tenants<T: Into<String>>(mut self, tenants: impl IntoIterator<Item = T>) -> Self {
+        self.tenants = Some(tenants.into_iter().map(Into::into).collect());
+        self
     }
     /// Sets the end of trust.
     #[must_use]

@@ -357,6 +357,14 @@ fn run(
             not_after,
         });
     }
+    if let Some(tenants) = &key.tenants
+        && !tenants.contains(manifest.tenant.as_str())
+    {
+        return Err(RejectReason::KeyNotForTenant {
+            key_id: key_id.clone(),
+            tenant: manifest.tenant.to_string(),
+        });
+    }
 
     // 3. Signature over PAE(type, manifest).
     let vk = VerifyingKey::from_bytes(&key.public_key).map_err(|_| RejectReason::BadSignature)?;

@@ -355,6 +355,39 @@ fn refuses_revoked_key() {
 }
 
 #[test]
+fn refuses_a_key_trusted_for_other_tenants_only() {
+    let a = log_with(1, 5);
+    let scoped = |tenants: &[&str]| {
+        TrustStore::new().with(signer(1).trusted_key().for_tenants(tenants.iter().copied()))
+    };
+    let b = Receiver::new(2, scoped(&["globex"]));
+    let (path, _) = export_to(
+        &a,
+        &VersionVector::new(),
+        &signer(1),
+        &[b.recipient()],
+        b.dir.path(),
+        "a.noduspkg",
+    );
+    let r = b.refuse(&path, "key_not_for_tenant");
+    assert_eq!(
+        r.reason.to_string(),
+        "sender key `node-1` is not trusted for tenant `acme`"
+    );
+    // Trusted for the bundle's tenant (among others): accepted.
+    let b = Receiver::new(2, scoped(&["globex", "acme"]));
+    let (path, _) = export_to(
+        &a,
+        &VersionVector::new(),
+        &signer(1),
+        &[b.recipient()],
+        b.dir.path(),
+        "a.noduspkg",
+    );
+    assert_eq!(b.import(&path).applied, 5);
+}
+
+#[test]
 fn refuses_expired_key() {
     let a = log_with(1, 5);
     let b = Receiver::new(
