@@ -255,6 +255,37 @@ struct PolicyAdmission<'a> {
 }
 
 impl Admission for PolicyAdmission<'_> {
+    /// Types the bundle itself defines (by a `type.defined` event admitted on its own) count as
+    /// known for its objects, whatever chain and order they come in: an activation is decided
+    /// whole, before anything is applied, so it applies all of a bundle's admissible events in
+    /// its one transaction.
+    fn admit_all(&self, tenant: &TenantId, events: &[Event]) -> Vec<Decision> {
+        let mut defined = BTreeSet::new();
+        for e in events {
+            if e.kind.as_str() == nodus_fabric::objects::TYPE_DEFINED
+                && self.admit(tenant, e) == Decision::Apply
+                && let Some(name) = e
+                    .payload
+                    .to_value()
+                    .ok()
+                    .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+            {
+                defined.insert(name);
+            }
+        }
+        if defined.is_empty() {
+            return events.iter().map(|e| self.admit(tenant, e)).collect();
+        }
+        let mut known_types = self.known_types.clone();
+        known_types.extend(defined);
+        let whole = PolicyAdmission {
+            snap: self.snap,
+            ceiling: self.ceiling,
+            known_types,
+        };
+        events.iter().map(|e| whole.admit(tenant, e)).collect()
+    }
+
     fn admit(&self, _tenant: &TenantId, event: &Event) -> Decision {
         let scheme = self.snap.label_scheme();
         let label = match scheme.parse(event.label.as_str()) {
@@ -1220,36 +1251,14 @@ impl Command for SyncActivate {
             .importer
             .activate(&log, &id, &admission)
             .map_err(|r| rejected(&n, ctx, "activate", "", &r))?;
-        // Objects of a type the same bundle defines may have been checked before the type event
-        // (chains are checked one after another): check those again now that the type is known.
-        let mut quarantined: BTreeMap<String, String> = report
+        // Decided whole (`PolicyAdmission::admit_all`): objects of a type the bundle defines were
+        // applied with it, in the one transaction.
+        let quarantined: BTreeMap<String, String> = report
             .quarantined
             .iter()
             .map(|(r, why)| (format!("{}:{}", r.chain, r.seq), why.clone()))
             .collect();
-        let mut applied = report.applied;
-        let retry: Vec<u64> = s
-            .importer
-            .quarantined(Some(ctx.tenant()))
-            .map_err(store_err)?
-            .into_iter()
-            .filter(|q| q.bundle_id == id && q.reason.starts_with(UNKNOWN_TYPE))
-            .map(|q| q.id)
-            .collect();
-        if !retry.is_empty() {
-            let again = PolicyAdmission {
-                known_types: known_types(&n, ctx, &snap)?,
-                ..admission
-            };
-            let released = s
-                .importer
-                .release(&log, &retry, &again)
-                .map_err(store_err)?;
-            applied += released.applied;
-            for r in &released.released {
-                quarantined.remove(&format!("{}:{}", r.chain, r.seq));
-            }
-        }
+        let applied = report.applied;
         let pending = log.pending(ctx.tenant()).map_err(store_err)?.len() as u64;
         n.inner.objects_cache.invalidate_tenant(ctx.tenant());
         let now = n.now_ms();

@@ -32,6 +32,14 @@ pub enum Decision {
 pub trait Admission {
     /// The decision for `event` of `tenant`.
     fn admit(&self, tenant: &TenantId, event: &Event) -> Decision;
+
+    /// The decisions for a whole activation's events of `tenant`, in order, one per event: what
+    /// [`Importer::activate`] asks. The default asks [`admit`](Self::admit) per event; override it
+    /// when a decision depends on other events of the same bundle (an object whose type the
+    /// bundle itself defines, in another chain). A missing decision quarantines its event.
+    fn admit_all(&self, tenant: &TenantId, events: &[Event]) -> Vec<Decision> {
+        events.iter().map(|e| self.admit(tenant, e)).collect()
+    }
 }
 
 /// Admits every event (tests; hosts without an import policy).
@@ -545,8 +553,15 @@ impl Importer {
         }
         let mut apply = Vec::with_capacity(v.events.len());
         let mut held = Vec::new();
-        for e in v.events {
-            match admit.admit(&tenant, &e) {
+        let decisions =
+            admit
+                .admit_all(&tenant, &v.events)
+                .into_iter()
+                .chain(std::iter::repeat_with(|| {
+                    Decision::Quarantine("the admission gave no decision".into())
+                }));
+        for (e, decision) in v.events.into_iter().zip(decisions) {
+            match decision {
                 Decision::Apply => apply.push(e),
                 Decision::Quarantine(why) => held.push((e, why)),
             }
