@@ -90,8 +90,8 @@ pub enum CrdtError {
         /// Why (serde's message about the shape; the ops are the caller's own input).
         reason: String,
     },
-    /// A delta or change bytes do not decode as automerge data.
-    #[error("delta for document `{id}` does not decode")]
+    /// A delta does not decode as automerge data, or depends on changes this store lacks.
+    #[error("delta for document `{id}` does not decode or needs changes this store lacks")]
     BadDelta {
         /// The id.
         id: String,

@@ -230,9 +230,6 @@ pub struct Delta {
 pub struct DeltaOutcome {
     /// The changes new to this store (recorded in one `doc.changed` event; none: no event).
     pub added: usize,
-    /// Changes of the delta that could not be applied because they depend on changes this store
-    /// lacks (not recorded; send a delta from older acknowledged heads).
-    pub missing_deps: usize,
     /// The heads after, sorted.
     pub heads: Vec<String>,
 }
@@ -332,7 +329,9 @@ pub trait CrdtStore: Send + Sync {
     ) -> Result<Delta, CrdtError>;
 
     /// Merges a delta ([`Delta::bytes`], either form) into the version of `id` the subject reads
-    /// and may write, recording the new changes in one `doc.changed` event.
+    /// and may write, recording the new changes in one `doc.changed` event. A delta that does not
+    /// decode, or whose changes depend on changes this store lacks (it was made from heads this
+    /// store never acknowledged), is refused whole.
     ///
     /// # Errors
     /// [`CrdtError::NotFound`], [`CrdtError::WriteDenied`], [`CrdtError::TypeNotAllowed`],

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use automerge::transaction::CommitOptions;
-use automerge::{ActorId, Automerge, Change, ChangeHash, ROOT, ReadDoc};
+use automerge::{
+    ActorId, Automerge, Change, ChangeHash, LoadOptions, OnPartialLoad, ROOT, ReadDoc,
+};
 use base64::Engine as _;
 use nodus_fabric::objects::choice_key;
 use nodus_fabric::{
@@ -286,7 +288,7 @@ fn append_incr(
     heads: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE crdt_docs SET incr = incr || ?4, size = size + ?5, heads = ?6
+        "UPDATE crdt_docs SET incr = CAST(incr || ?4 AS BLOB), size = size + ?5, heads = ?6
          WHERE tenant = ?1 AND id = ?2 AND label = ?3",
     )?
     .execute(rusqlite::params![
@@ -1038,19 +1040,26 @@ impl CrdtStore for AutomergeStore {
         let limits = self.limits_for(snap);
         for _ in 0..ATTEMPTS {
             let meta = self.writable(tenant, snap, subject, id, &limits)?;
-            let mut doc = self.take_doc(tenant, id, &meta)?;
+            let doc = self.take_doc(tenant, id, &meta)?;
+            // `load_incremental` skips what does not parse: load the document and the delta
+            // together, strictly, instead.
             let before = doc.get_heads();
-            doc.load_incremental(delta)
-                .map_err(|_| CrdtError::BadDelta { id: id.to_owned() })?;
-            let missing_deps = doc.get_missing_deps(&[]).len();
+            let mut bytes = doc.save();
+            bytes.extend_from_slice(delta);
+            let mut doc = Automerge::load_with_options(
+                &bytes,
+                LoadOptions::new().on_partial_load(OnPartialLoad::Error),
+            )
+            .map_err(|_| CrdtError::BadDelta { id: id.to_owned() })?;
+            doc.set_actor(self.actor.clone());
+            if !doc.get_missing_deps(&[]).is_empty() {
+                return Err(CrdtError::BadDelta { id: id.to_owned() });
+            }
             let new = doc.get_changes(&before);
             if new.is_empty() {
-                if missing_deps == 0 {
-                    self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
-                }
+                self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
                 return Ok(DeltaOutcome {
                     added: 0,
-                    missing_deps,
                     heads: split_heads(&meta.heads),
                 });
             }
@@ -1059,12 +1068,9 @@ impl CrdtStore for AutomergeStore {
                 Ok(heads) => {
                     let out = DeltaOutcome {
                         added: new.len(),
-                        missing_deps,
                         heads: split_heads(&heads),
                     };
-                    if missing_deps == 0 {
-                        self.keep(tenant, id, &meta.label, heads, doc);
-                    }
+                    self.keep(tenant, id, &meta.label, heads, doc);
                     return Ok(out);
                 }
                 Err(CrdtError::Busy { .. }) => {}
