@@ -667,3 +667,107 @@ fn subject_of_another_tenant_is_refused() {
         CrdtError::TenantMismatch
     );
 }
+
+#[test]
+fn malformed_document_events_are_kept_unprojected_and_other_kinds_untouched() {
+    use nodus_fabric::{EntityId, EventKind, EventLabel, NewEvent, Payload};
+    let snap = snapshot();
+    let alice = subject(&snap, "alice", "UNCLASSIFIED");
+    let t = tenant();
+    let a = store(1);
+    let b = store(2);
+    a.create(
+        &t,
+        &snap,
+        &alice,
+        "note",
+        "n1",
+        "UNCLASSIFIED",
+        &json!({"a": 1}),
+    )
+    .unwrap();
+    let ev = |kind: &str, entity: &str, payload: Value| {
+        NewEvent::new(
+            EventKind::new(kind).unwrap(),
+            EntityId::new(entity).unwrap(),
+            EventLabel::new("UNCLASSIFIED").unwrap(),
+            Payload::from_value(&payload).unwrap(),
+        )
+    };
+    a.log()
+        .append(
+            &t,
+            vec![
+                ev(
+                    "doc.changed",
+                    "doc/n1",
+                    json!({"id": "n1", "type": "note", "changes": ["!!"]}),
+                ),
+                ev(
+                    "doc.changed",
+                    "doc/n2",
+                    json!({"id": "n1", "type": "note", "changes": []}),
+                ),
+                ev("doc.changed", "doc/n1", json!({"id": "n1"})),
+                ev(
+                    "object.created",
+                    "note/x",
+                    json!({"type": "note", "id": "x", "data": {}}),
+                ),
+            ],
+        )
+        .unwrap();
+    let r = b.ingest(&t, all_events(&a)).unwrap();
+    assert_eq!(r.log.applied.len(), 5);
+    assert_eq!(r.unprojected.len(), 3);
+    assert_eq!(
+        b.get(&t, &snap, &alice, "n1").unwrap(),
+        a.get(&t, &snap, &alice, "n1").unwrap()
+    );
+    let other = all_events(&a).pop().unwrap();
+    assert!(
+        b.log()
+            .read_projection(|c| nodus_sync::crdt::apply_event(c, &t, &other))
+            .unwrap()
+    );
+    // a rebuild skips them the same way
+    a.rebuild(&t).unwrap();
+    assert_eq!(a.history(&t, &snap, &alice, "n1").unwrap().len(), 1);
+}
+
+#[test]
+fn a_delta_needing_changes_the_receiver_lacks_is_refused_whole() {
+    let snap = snapshot();
+    let alice = subject(&snap, "alice", "UNCLASSIFIED");
+    let t = tenant();
+    let a = store(1);
+    let b = store(2);
+    a.create(
+        &t,
+        &snap,
+        &alice,
+        "note",
+        "n1",
+        "UNCLASSIFIED",
+        &json!({"t": "x"}),
+    )
+    .unwrap();
+    sync(&a, &b);
+    let set = |k: &str| ops(json!([{"op": "set", "path": [k], "value": 1}]));
+    a.change(&t, &snap, &alice, "n1", &set("k1")).unwrap();
+    let acked = a.get(&t, &snap, &alice, "n1").unwrap().heads;
+    a.change(&t, &snap, &alice, "n1", &set("k2")).unwrap();
+    // made from heads b never had
+    let d = a.delta_since(&t, &snap, &alice, "n1", &acked).unwrap();
+    assert_eq!(d.form, DeltaForm::Changes);
+    let marks = b.log().high_water_marks(&t).unwrap();
+    let e = b
+        .apply_delta(&t, &snap, &alice, "n1", &d.bytes)
+        .unwrap_err();
+    assert!(matches!(e, CrdtError::BadDelta { .. }), "{e}");
+    assert_eq!(b.log().high_water_marks(&t).unwrap(), marks);
+    assert_eq!(
+        b.get(&t, &snap, &alice, "n1").unwrap().content,
+        json!({"t": "x"})
+    );
+}
