@@ -524,26 +524,42 @@ fn compaction_keeps_content_over_many_changes() {
         &json!({"t": ""}),
     )
     .unwrap();
-    for i in 0..300 {
+    // 40 changes of 1,000 incompressible characters: ~40 KB of changes, past the compaction floor
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut chunk = || -> String {
+        (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + u8::try_from(x % 90).unwrap())
+            })
+            .collect()
+    };
+    for i in 0..40 {
         a.change(
             &t,
             &snap,
             &alice,
             "n1",
-            &ops(json!([{"op": "splice_text", "path": ["t"], "pos": i, "text": "x"}])),
+            &ops(json!([{"op": "splice_text", "path": ["t"], "pos": i * 1000, "text": chunk()}])),
         )
         .unwrap();
     }
     let live = a.get(&t, &snap, &alice, "n1").unwrap();
-    assert_eq!(live.content["t"].as_str().unwrap().len(), 300);
-    // size stays bounded by twice the compacted document
+    assert_eq!(live.content["t"].as_str().unwrap().len(), 40_000);
+    // stored bytes stay below the compacted document plus the larger of it and the 32 KiB floor
     let d = &a.list(&t, &snap, &alice, None).unwrap()[0];
     let whole = a
         .delta_since(&t, &snap, &alice, "n1", &[])
         .unwrap()
         .bytes
         .len() as u64;
-    assert!(d.size <= 2 * whole + 200, "{} vs {}", d.size, whole);
+    assert!(whole > 32 * 1024, "{whole}");
+    assert!(d.size <= 2 * whole + 1024, "{} vs {}", d.size, whole);
+    // a rebuild stores the same bytes (same compaction decisions)
+    a.rebuild(&t).unwrap();
+    assert_eq!(&a.list(&t, &snap, &alice, None).unwrap()[0], d);
     // a second store over the same log (cold cache) reads the same
     let cold = AutomergeStore::new(a.log().clone()).unwrap();
     assert_eq!(cold.get(&t, &snap, &alice, "n1").unwrap(), live);

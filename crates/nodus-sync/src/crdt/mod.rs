@@ -76,7 +76,7 @@ pub const DEFAULT_MAX_DOC_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The projection tables the store keeps in the log's database, so a host rebuilding projections
 /// itself can clear them (rows are keyed by `tenant` first).
-pub const CRDT_TABLES: &[&str] = &["crdt_docs", "crdt_queue", "crdt_history"];
+pub const CRDT_TABLES: &[&str] = &["crdt_docs", "crdt_incr", "crdt_queue", "crdt_history"];
 
 /// The payload of a `doc.created` / `doc.changed` event (canonical JSON):
 /// `{"changes": [<base64 of one automerge change chunk>, …], "id": "<id>", "type": "<doc type>"}`.

@@ -34,11 +34,19 @@ CREATE TABLE IF NOT EXISTS crdt_docs (
     label    TEXT NOT NULL,
     doc_type TEXT NOT NULL,
     saved    BLOB NOT NULL,
-    incr     BLOB NOT NULL,
+    incr_len INTEGER NOT NULL,
     size     INTEGER NOT NULL,
     heads    TEXT NOT NULL,
     UNIQUE (tenant, id, label)
 );
+CREATE TABLE IF NOT EXISTS crdt_incr (
+    tenant TEXT NOT NULL,
+    id     TEXT NOT NULL,
+    label  TEXT NOT NULL,
+    n      INTEGER NOT NULL,
+    bytes  BLOB NOT NULL,
+    PRIMARY KEY (tenant, id, label, n)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS crdt_queue (
     tenant   TEXT NOT NULL,
     id       TEXT NOT NULL,
@@ -62,6 +70,17 @@ CREATE TABLE IF NOT EXISTS crdt_history (
     PRIMARY KEY (tenant, id, label, node_id, incarnation, seq)
 );
 ";
+
+/// Incremental bytes below which a document is never compacted: compacting (`save()`) costs
+/// about as much as loading the whole document, so small documents under heavy editing would
+/// otherwise be re-saved every few changes.
+const COMPACT_FLOOR: u64 = 32 * 1024;
+
+/// Whether a document whose compacted part has `saved` bytes and whose incremental changes
+/// would have `incr` bytes is compacted.
+fn compact_due(saved: u64, incr: u64) -> bool {
+    incr > saved.max(COMPACT_FLOOR)
+}
 
 /// How many loaded documents the store keeps in memory (beyond that, one is evicted).
 const CACHE_DOCS: usize = 64;
@@ -90,8 +109,9 @@ struct Cached {
 /// The default [`CrdtStore`]: automerge documents projected into the database of a
 /// [`SqliteEventLog`] ([`CRDT_TABLES`](super::CRDT_TABLES)).
 ///
-/// A document is stored as its compacted `save()` plus the change chunks appended since
-/// (`incr`); when `incr` grows larger than the compacted part, the document is compacted again.
+/// A document is stored as its compacted `save()` plus the change chunks appended since (rows of
+/// `crdt_incr`); when those grow larger than both the compacted part and 32 KiB, the document is
+/// compacted again.
 /// Documents are loaded lazily and up to 64 loaded documents are kept in memory, each checked
 /// against the stored heads before use. The automerge actor of local changes is the log's node id
 /// and incarnation (32 bytes).
@@ -197,7 +217,7 @@ fn split_heads(text: &str) -> Vec<String> {
 
 fn load_metas(conn: &Connection, tenant: &TenantId, id: &str) -> Result<Vec<Meta>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT label, doc_type, heads, size, length(saved), length(incr) FROM crdt_docs
+        "SELECT label, doc_type, heads, size, length(saved), incr_len FROM crdt_docs
          WHERE tenant = ?1 AND id = ?2 ORDER BY label",
     )?;
     let rows = stmt.query_map([tenant.as_str(), id], |r| {
@@ -228,13 +248,12 @@ fn select<'m>(snap: &PolicySnapshot, subject: &Subject, metas: &'m [Meta]) -> Op
 }
 
 fn load_doc(conn: &Connection, tenant: &TenantId, id: &str, label: &str) -> Result<Automerge> {
-    let row: Option<(Vec<u8>, Vec<u8>)> = conn
-        .prepare_cached(
-            "SELECT saved, incr FROM crdt_docs WHERE tenant = ?1 AND id = ?2 AND label = ?3",
-        )?
-        .query_row([tenant.as_str(), id, label], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (saved, incr) = row.ok_or_else(|| not_found(id))?;
+    let saved: Vec<u8> = conn
+        .prepare_cached("SELECT saved FROM crdt_docs WHERE tenant = ?1 AND id = ?2 AND label = ?3")?
+        .query_row([tenant.as_str(), id, label], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| not_found(id))?;
+    let incr = load_incr(conn, tenant, id, label)?;
     let mut doc = Automerge::load(&saved).map_err(|_| corrupt(id))?;
     if !incr.is_empty() {
         doc.load_incremental(&incr).map_err(|_| corrupt(id))?;
@@ -249,6 +268,21 @@ fn current_heads(conn: &Connection, tenant: &TenantId, id: &str, label: &str) ->
         .ok_or_else(|| CrdtError::Busy { id: id.to_owned() })
 }
 
+/// The incremental change chunks of a document, concatenated in the order they were stored.
+fn load_incr(conn: &Connection, tenant: &TenantId, id: &str, label: &str) -> Result<Vec<u8>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT bytes FROM crdt_incr WHERE tenant = ?1 AND id = ?2 AND label = ?3 ORDER BY n",
+    )?;
+    let mut rows = stmt.query([tenant.as_str(), id, label])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let b: Vec<u8> = r.get(0)?;
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
+/// Writes the document as compacted `saved` (no incremental chunks).
 #[allow(clippy::too_many_arguments)]
 fn upsert_doc(
     conn: &Connection,
@@ -257,14 +291,13 @@ fn upsert_doc(
     label: &str,
     doc_type: &str,
     saved: &[u8],
-    incr: &[u8],
     heads: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO crdt_docs (tenant, id, label, doc_type, saved, incr, size, heads)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO crdt_docs (tenant, id, label, doc_type, saved, incr_len, size, heads)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?7)
          ON CONFLICT (tenant, id, label) DO UPDATE SET doc_type = excluded.doc_type,
-           saved = excluded.saved, incr = excluded.incr, size = excluded.size, heads = excluded.heads",
+           saved = excluded.saved, incr_len = 0, size = excluded.size, heads = excluded.heads",
     )?
     .execute(rusqlite::params![
         tenant.as_str(),
@@ -272,10 +305,11 @@ fn upsert_doc(
         label,
         doc_type,
         saved,
-        incr,
-        to_i64(len64(saved).saturating_add(len64(incr))),
+        to_i64(len64(saved)),
         heads
     ])?;
+    conn.prepare_cached("DELETE FROM crdt_incr WHERE tenant = ?1 AND id = ?2 AND label = ?3")?
+        .execute([tenant.as_str(), id, label])?;
     Ok(())
 }
 
@@ -288,14 +322,19 @@ fn append_incr(
     heads: &str,
 ) -> Result<()> {
     conn.prepare_cached(
-        "UPDATE crdt_docs SET incr = CAST(incr || ?4 AS BLOB), size = size + ?5, heads = ?6
+        "INSERT INTO crdt_incr (tenant, id, label, n, bytes)
+         VALUES (?1, ?2, ?3, (SELECT coalesce(max(n), 0) + 1 FROM crdt_incr
+                              WHERE tenant = ?1 AND id = ?2 AND label = ?3), ?4)",
+    )?
+    .execute(rusqlite::params![tenant.as_str(), id, label, bytes])?;
+    conn.prepare_cached(
+        "UPDATE crdt_docs SET incr_len = incr_len + ?4, size = size + ?4, heads = ?5
          WHERE tenant = ?1 AND id = ?2 AND label = ?3",
     )?
     .execute(rusqlite::params![
         tenant.as_str(),
         id,
         label,
-        bytes,
         to_i64(len64(bytes)),
         heads
     ])?;
@@ -410,25 +449,27 @@ pub fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bo
         return Ok(false);
     };
     let (id, label) = (p.id.as_str(), e.label.as_str());
-    let row: Option<(Vec<u8>, Vec<u8>, String)> = conn
+    let row: Option<(Vec<u8>, i64, String)> = conn
         .prepare_cached(
-            "SELECT saved, incr, doc_type FROM crdt_docs WHERE tenant = ?1 AND id = ?2 AND label = ?3",
+            "SELECT saved, incr_len, doc_type FROM crdt_docs WHERE tenant = ?1 AND id = ?2 AND label = ?3",
         )?
         .query_row([tenant.as_str(), id, label], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
     let existed = row.is_some();
-    let (mut doc, saved, mut incr, mut doc_type) = match row {
-        Some((saved, incr, t)) => {
+    let (mut doc, saved_len, incr_len, stored_type) = match row {
+        Some((saved, incr_len, t)) => {
             let mut doc = Automerge::load(&saved).map_err(|_| corrupt(id))?;
+            let incr = load_incr(conn, tenant, id, label)?;
             if !incr.is_empty() {
                 doc.load_incremental(&incr).map_err(|_| corrupt(id))?;
             }
-            (doc, saved, incr, t)
+            (doc, len64(&saved), to_u64(incr_len), t)
         }
-        None => (Automerge::new(), Vec::new(), Vec::new(), p.doc_type.clone()),
+        None => (Automerge::new(), 0, 0, p.doc_type.clone()),
     };
+    let mut doc_type = stored_type.clone();
     if p.doc_type < doc_type {
         doc_type.clone_from(&p.doc_type);
     }
@@ -458,12 +499,11 @@ pub fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bo
     if doc.apply_changes(incoming).is_err() {
         return Ok(false);
     }
-    let mut added = false;
+    let mut added: Vec<u8> = Vec::new();
     for (was_queued, c) in &queued {
         let hash = c.hash().to_string();
         if doc.get_change_by_hash(&c.hash()).is_some() {
-            incr.extend_from_slice(c.raw_bytes());
-            added = true;
+            added.extend_from_slice(c.raw_bytes());
             if *was_queued {
                 conn.prepare_cached(
                     "DELETE FROM crdt_queue WHERE tenant = ?1 AND id = ?2 AND label = ?3 AND hash = ?4",
@@ -486,14 +526,22 @@ pub fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bo
         }
     }
     insert_history(conn, e, id, kind, &changes)?;
-    if !added && !existed {
+    if added.is_empty() && !existed {
         return Ok(true);
     }
     let heads = heads_text(&doc);
-    if !existed || incr.len() > saved.len() {
-        upsert_doc(conn, tenant, id, label, &doc_type, &doc.save(), &[], &heads)?;
-    } else {
-        upsert_doc(conn, tenant, id, label, &doc_type, &saved, &incr, &heads)?;
+    if !existed || compact_due(saved_len, incr_len.saturating_add(len64(&added))) {
+        upsert_doc(conn, tenant, id, label, &doc_type, &doc.save(), &heads)?;
+        return Ok(true);
+    }
+    if !added.is_empty() {
+        append_incr(conn, tenant, id, label, &added, &heads)?;
+    }
+    if doc_type != stored_type {
+        conn.prepare_cached(
+            "UPDATE crdt_docs SET doc_type = ?4 WHERE tenant = ?1 AND id = ?2 AND label = ?3",
+        )?
+        .execute([tenant.as_str(), id, label, doc_type.as_str()])?;
     }
     Ok(true)
 }
@@ -675,7 +723,7 @@ impl AutomergeStore {
         let bytes: Vec<u8> = new.iter().flat_map(|c| c.raw_bytes().to_vec()).collect();
         let incr = meta.incr_len.saturating_add(len64(&bytes));
         let size = meta.saved_len.saturating_add(incr);
-        if incr > meta.saved_len || size > max {
+        if compact_due(meta.saved_len, incr) || size > max {
             let full = doc.save();
             if len64(&full) > max {
                 return Err(CrdtError::TooLarge {
@@ -708,16 +756,9 @@ impl AutomergeStore {
                 return Err(CrdtError::Busy { id: id.to_owned() });
             }
             match &write {
-                Write::Compact(full) => upsert_doc(
-                    tx,
-                    tenant,
-                    id,
-                    &meta.label,
-                    &meta.doc_type,
-                    full,
-                    &[],
-                    &heads,
-                )?,
+                Write::Compact(full) => {
+                    upsert_doc(tx, tenant, id, &meta.label, &meta.doc_type, full, &heads)?;
+                }
                 Write::Append(bytes) => append_incr(tx, tenant, id, &meta.label, bytes, &heads)?,
             }
             for e in appended {
@@ -802,7 +843,7 @@ impl CrdtStore for AutomergeStore {
                     label: label.clone(),
                 });
             }
-            upsert_doc(tx, tenant, id, &label, doc_type, &saved, &[], &heads)?;
+            upsert_doc(tx, tenant, id, &label, doc_type, &saved, &heads)?;
             for e in appended {
                 insert_history(tx, e, id, DocEventKind::Created, &changes)?;
             }
