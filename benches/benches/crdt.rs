@@ -5,29 +5,35 @@
 //!   calls (each a `splice_text` op: an automerge transaction, one `doc.changed` event appended
 //!   with its base64 change bytes, the projection updated in the same SQLite transaction, periodic
 //!   compaction), per document;
+//! - `crdt/change_text_10k_memory_log`: the same on an in-memory log (no file I/O);
 //! - `raw_automerge/change_text_10k`: the same 10,000 splices as automerge transactions on an
 //!   in-memory `Automerge`, nothing stored — the floor;
+//! - `raw_automerge/change_text_10k_with_bytes`: the floor plus extracting each change's bytes
+//!   (`get_change_by_hash`), which an event must carry;
 //! - `crdt/load_get_10k`: `get` of that document from a store with a cold cache (read the row,
 //!   `load` the compacted part and `load_incremental` the rest, materialise the JSON);
 //! - `raw_automerge/load_10k`: `Automerge::load` of the same document's `save()` — the floor.
 //!
 //! Last figures (2026-12-03, `cargo bench -p nodus-benches --bench crdt`, 2-core x86_64 KVM guest,
-//! 24 GiB, nothing else running; criterion medians):
+//! 24 GiB, nothing else running; criterion medians; run-to-run spread of the file-backed figure
+//! ±20 %):
 //!
-//! | bench | median | per change | ratio to the floor | target |
+//! | bench | median | per change | ratio to `raw_automerge/change_text_10k` | target |
 //! |---|---|---|---|---|
-//! | `crdt/change_text_10k` | 1.77 s | 177 µs ≈ 5,600 changes/s | 8.7× | within 2× ✘ |
-//! | `raw_automerge/change_text_10k` (floor) | 203 ms | 20.3 µs | — | — |
-//! | `crdt/load_get_10k` | 25.7 ms | — | 1.02× | within 2× ✔ |
-//! | `raw_automerge/load_10k` (floor) | 25.2 ms | — | — | — |
+//! | `crdt/change_text_10k` | 1.43 s | 143 µs ≈ 7,000 changes/s | 8.5× | within 2× ✘ |
+//! | `crdt/change_text_10k_memory_log` | 677 ms | 68 µs | 4.0× | — |
+//! | `raw_automerge/change_text_10k` (floor) | 168 ms | 16.8 µs | — | — |
+//! | `raw_automerge/change_text_10k_with_bytes` | 260 ms | 26 µs | 1.5× | — |
+//! | `crdt/load_get_10k` | 19.5 ms | — | 1.04× `raw_automerge/load_10k` | within 2× ✔ |
+//! | `raw_automerge/load_10k` (floor) | 18.8 ms | — | — | — |
 //!
 //! The change target is not met, and cannot be with one durable event per change: appending one
-//! event alone costs ~60 µs on this machine (`eventlog/append_1_normal` in `fabric.rs`), three
-//! times the raw automerge splice. The rest goes to the projection: rewriting the `incr` blob
-//! (`incr || change`, a copy of up to the compacted size per change), the periodic compaction
-//! (`save()` of the whole document each time `incr` outgrows it), the history row, and the
-//! base64/canonical JSON of the payload. Next steps: keep incremental chunks as rows of their own
-//! (an insert instead of a blob rewrite), and batch several ops per `change` where the caller can.
+//! event alone costs ~60 µs on this machine (`eventlog/append_1_normal` in `fabric.rs`), 3.5× the
+//! raw automerge splice. Of the 143 µs, ~75 µs are file I/O (the in-memory log takes 68 µs), ~26 µs
+//! the automerge transaction and extracting the change bytes, and the rest the event (canonical
+//! JSON, base64, SHA-256 chain) and the projection statements (row read, heads check, an
+//! incremental chunk row, the row update, a history row). Ways forward: batch several ops per
+//! `change` where the caller can (one event for many keystrokes), and fewer statements per change.
 
 #![allow(
     clippy::unwrap_used,
@@ -40,7 +46,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::transaction::Transactable;
-use automerge::{Automerge, ObjType, ROOT};
+use automerge::{Automerge, ObjType, ROOT, ReadDoc};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use nodus_fabric::{Durability, NodeId, SqliteEventLog};
 use nodus_policy::{ActorId, PolicySources, PolicyStore, Subject, TenantId};
@@ -117,6 +123,33 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // the same on an in-memory log: the cost without file I/O
+    group.bench_function("change_text_10k_memory_log", |b| {
+        b.iter_batched(
+            || {
+                let log = SqliteEventLog::in_memory(NodeId::from_bytes([2; 16])).unwrap();
+                let s = AutomergeStore::new(Arc::new(log)).unwrap();
+                s.create(
+                    &tenant,
+                    &snap,
+                    &who,
+                    "note",
+                    "d",
+                    "UNCLASSIFIED",
+                    &json!({"t": ""}),
+                )
+                .unwrap();
+                s
+            },
+            |s| {
+                for o in &ops {
+                    s.change(&tenant, &snap, &who, "d", o).unwrap();
+                }
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
     group.finish();
 
     let mut group = c.benchmark_group("raw_automerge");
@@ -133,6 +166,26 @@ fn benches(c: &mut Criterion) {
                     .unwrap();
             }
             doc
+        })
+    });
+    // the same, also extracting each change's bytes (what an event must carry)
+    group.bench_function("change_text_10k_with_bytes", |b| {
+        b.iter(|| {
+            let mut doc = Automerge::new();
+            let text = doc
+                .transact(|tx| tx.put_object(ROOT, "t", ObjType::Text))
+                .unwrap()
+                .result;
+            let mut bytes = 0usize;
+            for i in 0..CHANGES {
+                let hash = doc
+                    .transact(|tx| tx.splice_text(&text, i, 0, &typed(i)))
+                    .unwrap()
+                    .hash
+                    .unwrap();
+                bytes += doc.get_change_by_hash(&hash).unwrap().raw_bytes().len();
+            }
+            (doc, bytes)
         })
     });
     group.finish();
