@@ -82,14 +82,6 @@ pub enum CrdtError {
         /// Why (never the content).
         reason: &'static str,
     },
-    /// The ops are not a JSON array of ops of the ops language.
-    #[error("ops for document `{id}` do not parse: {reason}")]
-    BadOps {
-        /// The id.
-        id: String,
-        /// Why (serde's message about the shape; the ops are the caller's own input).
-        reason: String,
-    },
     /// A delta does not decode as automerge data, or depends on changes this store lacks.
     #[error("delta for document `{id}` does not decode or needs changes this store lacks")]
     BadDelta {
