@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod crdt;
 mod error;
 mod export;
 pub mod format;
@@ -7,6 +8,9 @@ mod import;
 mod trust;
 mod verify;
 
+pub use crdt::{
+    AutomergeStore, CRDT_TABLES, CrdtError, CrdtIngestReport, CrdtLimits, CrdtStore, DocOp,
+};
 pub use error::{ExportError, RejectReason, Rejection, StoreError};
 pub use export::{ChainRange, DEFAULT_PAGE_SIZE, ExportReport, Exporter};
 pub use format::{BundleId, BundleIdError, EntryKind};
