@@ -703,18 +703,18 @@ impl Fabric {
         // Read before the database: a cached definition confirmed at the log's current write
         // generation is used without reading the database (no write has ended since).
         let generation = self.log.write_generation();
-        let cached = self
+        // Confirmed at the current generation: the definition, without copying anything else.
+        let cached = match self
             .types
             .lock()
             .get(tenant)
             .and_then(|m| m.get(name.as_str()))
             .filter(|(_, id, _, _)| *id == scheme.id())
-            .cloned();
-        if let Some((_, _, def, at)) = &cached
-            && *at == generation
         {
-            return Ok(def.clone());
-        }
+            Some((_, _, def, at)) if *at == generation => return Ok(def.clone()),
+            Some((s, _, def, _)) => Some((s.clone(), def.clone())),
+            None => None,
+        };
         // The stamp says whether the cached definition is current; the document is read only
         // when it is not.
         let stamp = self
@@ -727,7 +727,7 @@ impl Fabric {
             })?
             .ok_or_else(unknown)?;
         let (stamp, def) = match cached {
-            Some((s, _, def, _)) if s == stamp => (stamp, def),
+            Some((s, def)) if s == stamp => (stamp, def),
             _ => {
                 // Stamp and document in one read (the type may have been redefined since).
                 let (stamp, doc) = self
