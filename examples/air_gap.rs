@@ -5,12 +5,13 @@
 //! ```
 //!
 //! Node A and node B live in two data directories and trust each other's keys (`sync.keys` →
-//! `nodus.sync().trust_peer`). A creates objects and exports a bundle for B (signed with A's
-//! vault-held node key, encrypted to B's age recipient); a "courier" copies the file into B's
-//! inbox; B verifies, stages and activates it and shows the same objects. B edits one and exports
-//! back; A imports it. Then three bundles are refused, each with its code and an audit record: a
-//! tampered one, a replayed one and one from a node B does not trust. Exits non-zero if any
-//! expectation fails.
+//! `nodus.sync().trust_peer`). A creates objects and a CRDT document and exports a bundle for B
+//! (signed with A's vault-held node key, encrypted to B's age recipient); a "courier" copies the
+//! file into B's inbox; B verifies, stages and activates it and shows the same objects and
+//! document. B edits an object and the document while A edits the document too; bundles cross
+//! both ways and the document merges to the same text on both nodes. Then three bundles are
+//! refused, each with its code and an audit record: a tampered one, a replayed one and one from a
+//! node B does not trust. Exits non-zero if any expectation fails.
 
 // `serde_json::Value[...]` never panics (a missing key or index reads as `null`).
 #![allow(clippy::indexing_slicing)]
@@ -22,7 +23,7 @@ use nodus_core::{ActorId, Context, MasterKey, Nodus, PolicySources, TenantId};
 use serde_json::{Value, json};
 
 const SYSTEM: &str = "[audit]\ndurability = \"normal\"\n";
-const ACME: &str = "[rbac.roles]\nclerk = [\"objects.*\", \"types.*\", \"sync.*\"]\n";
+const ACME: &str = "[rbac.roles]\nclerk = [\"objects.*\", \"types.*\", \"docs.*\", \"sync.*\"]\n";
 
 struct Node {
     name: &'static str,
@@ -185,6 +186,10 @@ fn run() -> Result<Vec<String>, String> {
             json!({"type": "case", "id": id, "data": {"title": title}}),
         )?;
     }
+    a.call(
+        "docs.create",
+        json!({"type": "runbook", "id": "r1", "content": {"steps": "check the bridge"}}),
+    )?;
     let out = a.call(
         "sync.export",
         json!({"to": [b.key_id()?], "file": "a-1.noduspkg"}),
@@ -202,11 +207,21 @@ fn run() -> Result<Vec<String>, String> {
         let same = b.call("objects.get", q.clone()).ok() == a.call("objects.get", q).ok();
         checks.expect(same, &format!("B's `{id}` equals A's"));
     }
+    let doc = |n: &Node| n.call("docs.get", json!({"id": "r1"})).ok();
+    checks.expect(doc(&b) == doc(&a), "B's runbook document equals A's");
 
-    println!("4. B edits c1 and exports back; A imports it");
+    println!("4. B edits c1 and the runbook, A edits the runbook too; bundles cross both ways");
     b.call(
         "objects.update",
         json!({"type": "case", "id": "c1", "expected_version": 1, "data": {"title": "bridge closed"}}),
+    )?;
+    b.call(
+        "docs.change",
+        json!({"id": "r1", "ops": [{"op": "splice_text", "path": ["steps"], "pos": 16, "text": ", then close the road"}]}),
+    )?;
+    a.call(
+        "docs.change",
+        json!({"id": "r1", "ops": [{"op": "splice_text", "path": ["steps"], "pos": 0, "text": "1. "}]}),
     )?;
     let back = b.call(
         "sync.export",
@@ -218,16 +233,32 @@ fn run() -> Result<Vec<String>, String> {
     let title =
         a.call("objects.get", json!({"type": "case", "id": "c1"}))?["data"]["title"].clone();
     checks.expect(title == "bridge closed", "A sees B's edit");
+    a.call(
+        "sync.export",
+        json!({"to": [b.key_id()?], "file": "a-2.noduspkg"}),
+    )?;
+    courier(&a, "a-2.noduspkg", &b, "a-2.noduspkg")?;
+    b.import("a-2.noduspkg")?;
+    let steps = doc(&a).map(|d| d["content"]["steps"].clone());
+    println!("  runbook on A: {steps:?}");
+    checks.expect(
+        steps == Some(json!("1. check the bridge, then close the road")),
+        "the concurrent document edits merged on A",
+    );
+    checks.expect(
+        doc(&a) == doc(&b),
+        "A's and B's runbook documents are identical",
+    );
 
     println!("5. refusals: tampered, replayed, untrusted");
     // A fresh bundle from A (not imported yet: an imported one would be refused as a replay
     // before its payload is even decrypted), one byte flipped in its encrypted payload.
     a.call(
         "sync.export",
-        json!({"to": [b.key_id()?], "file": "a-2.noduspkg"}),
+        json!({"to": [b.key_id()?], "file": "a-3.noduspkg"}),
     )?;
     let mut tampered =
-        std::fs::read(a.dir("outbox")?.join("a-2.noduspkg")).map_err(|e| e.to_string())?;
+        std::fs::read(a.dir("outbox")?.join("a-3.noduspkg")).map_err(|e| e.to_string())?;
     let at = tampered.len().saturating_sub(20);
     if let Some(byte) = tampered.get_mut(at) {
         *byte ^= 0x40;
@@ -274,8 +305,8 @@ fn run() -> Result<Vec<String>, String> {
         status["peers"]
     );
     checks.expect(
-        status["activated"].as_array().map_or(0, Vec::len) == 1,
-        "B activated exactly one bundle",
+        status["activated"].as_array().map_or(0, Vec::len) == 2,
+        "B activated exactly two bundles",
     );
     b.nodus.flush_audit().map_err(|e| e.to_string())?;
     let size = b.nodus.audit_log().size().map_err(|e| e.to_string())?;

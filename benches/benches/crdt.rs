@@ -54,6 +54,10 @@ use nodus_sync::crdt::{AutomergeStore, CrdtStore, DocOp, PathElem};
 use serde_json::json;
 
 const CHANGES: usize = 10_000;
+/// Changes per `change_batch` / `docs.change` call in the batched benches.
+const BATCH: usize = 50;
+const NODUS_SYSTEM: &str = "[audit]\ndurability = \"normal\"\noverflow = \"drop_with_marker\"\n";
+const NODUS_TENANT: &str = "[rbac.roles]\neditor = [\"docs.*\"]\n[rate.limits]\ndefault = { rate = 1000000, per = \"1s\", burst = 1000000 }\n";
 
 fn typed(i: usize) -> String {
     char::from(b'a' + u8::try_from(i % 26).unwrap()).to_string()
@@ -96,24 +100,25 @@ fn benches(c: &mut Criterion) {
         AutomergeStore::new(Arc::new(log)).unwrap()
     };
 
+    // a store holding the empty text document `d`
+    let with_doc = |s: AutomergeStore| {
+        s.create(
+            &tenant,
+            &snap,
+            &who,
+            "note",
+            "d",
+            "UNCLASSIFIED",
+            &json!({"t": ""}),
+        )
+        .unwrap();
+        s
+    };
     let mut group = c.benchmark_group("crdt");
     group.sample_size(10);
     group.bench_function("change_text_10k", |b| {
         b.iter_batched(
-            || {
-                let s = open();
-                s.create(
-                    &tenant,
-                    &snap,
-                    &who,
-                    "note",
-                    "d",
-                    "UNCLASSIFIED",
-                    &json!({"t": ""}),
-                )
-                .unwrap();
-                s
-            },
+            || with_doc(open()),
             |s| {
                 for o in &ops {
                     s.change(&tenant, &snap, &who, "d", o).unwrap();
@@ -123,23 +128,75 @@ fn benches(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // the same 10,000 changes recorded 50 per call (`change_batch`: 50 automerge changes, one
+    // event, one durable append per call), as an editor sends a burst of keystrokes
+    let batches: Vec<Vec<Vec<DocOp>>> = ops.chunks(BATCH).map(<[_]>::to_vec).collect();
+    group.bench_function("change_text_10k_batch50", |b| {
+        b.iter_batched(
+            || with_doc(open()),
+            |s| {
+                for batch in &batches {
+                    s.change_batch(&tenant, &snap, &who, "d", batch).unwrap();
+                }
+                s
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    // the same through the front door: `docs.change` with `batch`, JSON in and out, guarded and
+    // audited, on a file-backed instance (`Normal` durability)
+    let payloads: Vec<String> = batches
+        .iter()
+        .map(|batch| json!({"id": "d", "batch": batch}).to_string())
+        .collect();
+    let mut m = 0u32;
+    group.bench_function("docs_change_dispatch_10k_batch50", |b| {
+        b.iter_batched(
+            || {
+                m += 1;
+                let nodus = nodus_core::Nodus::builder()
+                    .data_dir(dir.path().join(format!("nodus-{m}")))
+                    .master_key(nodus_core::MasterKey::from_bytes([7; 32]))
+                    .policy(
+                        PolicySources::new()
+                            .with_system("system.toml", NODUS_SYSTEM)
+                            .with_tenant(tenant.clone(), "tenants/acme.toml", NODUS_TENANT),
+                    )
+                    .build()
+                    .unwrap();
+                let subject = nodus
+                    .subject(
+                        &tenant,
+                        ActorId::new("bench").unwrap(),
+                        &["editor"],
+                        "UNCLASSIFIED",
+                    )
+                    .unwrap();
+                let ctx = nodus.context(&tenant, subject, "bench");
+                nodus
+                    .dispatch(
+                        &ctx,
+                        "docs.create",
+                        r#"{"type": "note", "id": "d", "content": {"t": ""}}"#,
+                    )
+                    .unwrap();
+                (nodus, ctx)
+            },
+            |(nodus, ctx)| {
+                for p in &payloads {
+                    nodus.dispatch(&ctx, "docs.change", p).unwrap();
+                }
+                (nodus, ctx)
+            },
+            BatchSize::PerIteration,
+        )
+    });
     // the same on an in-memory log: the cost without file I/O
     group.bench_function("change_text_10k_memory_log", |b| {
         b.iter_batched(
             || {
                 let log = SqliteEventLog::in_memory(NodeId::from_bytes([2; 16])).unwrap();
-                let s = AutomergeStore::new(Arc::new(log)).unwrap();
-                s.create(
-                    &tenant,
-                    &snap,
-                    &who,
-                    "note",
-                    "d",
-                    "UNCLASSIFIED",
-                    &json!({"t": ""}),
-                )
-                .unwrap();
-                s
+                with_doc(AutomergeStore::new(Arc::new(log)).unwrap())
             },
             |s| {
                 for o in &ops {

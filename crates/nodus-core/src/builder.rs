@@ -251,6 +251,14 @@ impl NodusBuilder {
             commands.register(ObjectsHistory(weak.clone()), &scheme)?;
         }
         {
+            use crate::docs_commands::*;
+            commands.register(DocsCreate(weak.clone()), &scheme)?;
+            commands.register(DocsChange(weak.clone()), &scheme)?;
+            commands.register(DocsGet(weak.clone()), &scheme)?;
+            commands.register(DocsList(weak.clone()), &scheme)?;
+            commands.register(DocsHistory(weak.clone()), &scheme)?;
+        }
+        {
             use crate::sync_commands::*;
             commands.register(SyncKeys(weak.clone()), &scheme)?;
             commands.register(SyncExport(weak.clone()), &scheme)?;
@@ -316,6 +324,13 @@ impl NodusBuilder {
         let event_log = Arc::new(event_log);
         let fabric = nodus_fabric::objects::Fabric::new(event_log.clone())
             .map_err(|e| BuildError::Fabric(e.to_string()))?;
+        // CRDT documents share the log: the fabric's ingest (bundles, live sync) and rebuild
+        // keep them current through their projector.
+        let docs = Arc::new(
+            nodus_sync::crdt::AutomergeStore::new(event_log.clone())
+                .map_err(|e| BuildError::Fabric(e.to_string()))?,
+        );
+        fabric.add_projector(docs.projector());
         let node = crate::NodeIdentity {
             node_id,
             incarnation: event_log.node().incarnation,
@@ -394,6 +409,7 @@ impl NodusBuilder {
             shutdown_lock: Mutex::new(false),
             reload_lock: Mutex::new(()),
             fabric,
+            docs,
             event_log,
             objects_cache,
             node,

@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     pub(crate) node: crate::NodeIdentity,
     /// The fabric: types and objects over the event log.
     pub(crate) fabric: nodus_fabric::objects::Fabric,
+    /// CRDT documents over the same event log (their projector is registered with the fabric).
+    pub(crate) docs: Arc<nodus_sync::crdt::AutomergeStore>,
     /// The object cache in front of the fabric's projections.
     pub(crate) objects_cache: Arc<dyn nodus_fabric::state::StateStore>,
     /// Air-gap sync, when the instance has a sync directory.
@@ -1037,6 +1039,12 @@ impl Nodus {
     /// "c1")` goes through the same guarded, audited pipeline as `dispatch(&ctx, "objects.get", …)`.
     pub fn objects<'a>(&'a self, ctx: &'a Context) -> crate::fabric_commands::Objects<'a> {
         crate::fabric_commands::Objects::new(self, ctx)
+    }
+
+    /// The typed facade over the `docs.*` commands (CRDT documents) for a bound context: each
+    /// call goes through the same pipeline as `dispatch`.
+    pub fn docs<'a>(&'a self, ctx: &'a Context) -> crate::docs_commands::Docs<'a> {
+        crate::docs_commands::Docs::new(self, ctx)
     }
 
     /// The memory profile of every cache in the state layer: entries, weight, capacity, TTL, hits,

@@ -245,9 +245,14 @@ impl TenantEventLog for FabricLog<'_> {
 /// when the bundle itself defined the type).
 const UNKNOWN_TYPE: &str = "unknown type";
 
+/// The reason text of document events quarantined because the tenant's `crdt.allowed_types` does
+/// not allow their document type (released by `sync.release` after a policy change).
+const DOC_TYPE_NOT_ALLOWED: &str = "document type not allowed";
+
 /// Admission under the current policy: an event whose label does not parse under the tenant's
 /// label scheme, or is not dominated by the ceiling, is quarantined; so is an object event of a
-/// type the tenant does not know.
+/// type the tenant does not know, and a document event of a type `crdt.allowed_types` does not
+/// allow.
 struct PolicyAdmission<'a> {
     snap: &'a PolicySnapshot,
     ceiling: Label,
@@ -310,6 +315,21 @@ impl Admission for PolicyAdmission<'_> {
                 Some(t) if self.known_types.contains(&t) => {}
                 Some(t) => return Decision::Quarantine(format!("{UNKNOWN_TYPE} `{t}`")),
                 None => return Decision::Quarantine(format!("{UNKNOWN_TYPE} (no type named)")),
+            }
+        }
+        if event.kind.as_str().starts_with("doc.") {
+            let doc_type = event
+                .payload
+                .to_value()
+                .ok()
+                .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+            let limits = nodus_sync::crdt::CrdtLimits::default().with_policy(self.snap);
+            match doc_type {
+                Some(t) if limits.allows(&t) => {}
+                Some(t) => return Decision::Quarantine(format!("{DOC_TYPE_NOT_ALLOWED} `{t}`")),
+                None => {
+                    return Decision::Quarantine(format!("{DOC_TYPE_NOT_ALLOWED} (no type named)"));
+                }
             }
         }
         Decision::Apply

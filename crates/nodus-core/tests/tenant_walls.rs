@@ -60,6 +60,17 @@ const BUILTINS: &[(&str, &str)] = &[
     ),
     ("objects.count", r#"{"type":"case"}"#),
     ("objects.history", r#"{"type":"case","id":"shared-id"}"#),
+    (
+        "docs.create",
+        r#"{"type":"note","content":{"t":"acme's own"}}"#,
+    ),
+    (
+        "docs.change",
+        r#"{"id":"shared-doc","ops":[{"op":"set","path":["t"],"value":"x"}]}"#,
+    ),
+    ("docs.get", r#"{"id":"shared-doc"}"#),
+    ("docs.list", "{}"),
+    ("docs.history", r#"{"id":"shared-doc"}"#),
     ("sync.keys", "{}"),
     ("sync.export", r#"{"to":["no-such-peer"]}"#),
     ("sync.verify", r#"{"file":"x.noduspkg"}"#),
@@ -215,6 +226,13 @@ fn nothing_reachable_from_one_tenant_names_another() {
         )
         .unwrap();
     }
+    // And a CRDT document with the id tenant A will ask for, of a marker type, marker content.
+    n.dispatch(
+        &zebra,
+        "docs.create",
+        r#"{"type":"zebra_marker_doctype","id":"shared-doc","content":{"zebra_marker_key":"ZEBRA-MARKER-DOC"}}"#,
+    )
+    .unwrap();
     // Then B's file breaks, with a marker in the bad value and a marker-named unknown key.
     std::fs::write(
         dir.path().join("tenants/globex.toml"),

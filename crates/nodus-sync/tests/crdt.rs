@@ -787,3 +787,166 @@ fn a_delta_needing_changes_the_receiver_lacks_is_refused_whole() {
         json!({"t": "x"})
     );
 }
+
+#[test]
+fn policy_narrows_the_configured_limits_never_widens_them() {
+    let t = tenant();
+    let policy = |tenant_toml: &str| {
+        PolicyStore::new(
+            PolicySources::new()
+                .with_system("system.toml", "")
+                .with_tenant(t.clone(), "tenants/acme.toml", tenant_toml),
+        )
+        .unwrap()
+        .snapshot(&t)
+        .unwrap()
+    };
+    let mine = CrdtLimits {
+        allowed_types: Some(vec!["note".into(), "sheet".into()]),
+        max_doc_bytes: 10_000,
+    };
+    // The defaults (`["*"]`, 16 MiB) narrow nothing.
+    assert_eq!(mine.with_policy(&policy("")), mine);
+    assert_eq!(
+        CrdtLimits::default().with_policy(&policy("")),
+        CrdtLimits::default()
+    );
+    let narrowed = mine.with_policy(&policy(
+        "[crdt]\nallowed_types = [\"sheet\", \"layout\"]\nmax_doc_bytes = 1000000\n",
+    ));
+    assert_eq!(narrowed.allowed_types, Some(vec!["sheet".to_owned()]));
+    assert_eq!(narrowed.max_doc_bytes, 10_000);
+    let policy_only = CrdtLimits::default().with_policy(&policy(
+        "[crdt]\nallowed_types = [\"layout\"]\nmax_doc_bytes = 2048\n",
+    ));
+    assert_eq!(policy_only.allowed_types, Some(vec!["layout".to_owned()]));
+    assert_eq!(policy_only.max_doc_bytes, 2048);
+    assert!(!policy_only.allows("note"));
+}
+
+#[test]
+fn a_batch_is_one_event_and_all_or_nothing() {
+    let snap = snapshot();
+    let alice = subject(&snap, "alice", "UNCLASSIFIED");
+    let t = tenant();
+    let s = store(1);
+    s.create(
+        &t,
+        &snap,
+        &alice,
+        "note",
+        "n1",
+        "UNCLASSIFIED",
+        &json!({"title": ""}),
+    )
+    .unwrap();
+    let events_before = all_events(&s).len();
+    let batch: Vec<Vec<DocOp>> = (0..5)
+        .map(|i| {
+            ops(json!([{"op": "splice_text", "path": ["title"], "pos": i, "text": "abcde".get(i..=i).unwrap()}]))
+        })
+        .chain([Vec::new()])
+        .collect();
+    let out = s.change_batch(&t, &snap, &alice, "n1", &batch).unwrap();
+    assert_eq!(out.changes.len(), 5);
+    assert_eq!(all_events(&s).len(), events_before + 1);
+    let doc = s.get(&t, &snap, &alice, "n1").unwrap();
+    assert_eq!(doc.content, json!({"title": "abcde"}));
+    assert_eq!(doc.heads, out.heads);
+    let history = s.history(&t, &snap, &alice, "n1").unwrap();
+    assert_eq!(history.last().unwrap().changes.len(), 5);
+
+    // A bad op in the third group: nothing of the batch is written, and the cached document does
+    // not keep the first groups' changes.
+    let bad = vec![
+        ops(json!([{"op": "set", "path": ["a"], "value": 1}])),
+        ops(
+            json!([{"op": "set", "path": ["b"], "value": 2}, {"op": "set", "path": ["c"], "value": 3}]),
+        ),
+        ops(json!([{"op": "delete", "path": ["missing"]}])),
+    ];
+    match s.change_batch(&t, &snap, &alice, "n1", &bad).unwrap_err() {
+        CrdtError::BadOp { id, index, .. } => assert_eq!((id.as_str(), index), ("n1", 3)),
+        e => panic!("{e}"),
+    }
+    assert_eq!(all_events(&s).len(), events_before + 1);
+    assert_eq!(s.get(&t, &snap, &alice, "n1").unwrap(), doc);
+    // The next change builds on the stored document, not on the refused batch.
+    let next = s
+        .change(
+            &t,
+            &snap,
+            &alice,
+            "n1",
+            &ops(json!([{"op": "set", "path": ["d"], "value": 4}])),
+        )
+        .unwrap();
+    assert_eq!(next.changes.len(), 1);
+    assert_eq!(
+        s.get(&t, &snap, &alice, "n1").unwrap().content,
+        json!({"title": "abcde", "d": 4})
+    );
+    // A batch of empty groups changes nothing and appends nothing.
+    let none = s
+        .change_batch(&t, &snap, &alice, "n1", &[Vec::new(), Vec::new()])
+        .unwrap();
+    assert!(none.changes.is_empty());
+    assert_eq!(all_events(&s).len(), events_before + 2);
+}
+
+#[test]
+fn a_fabric_over_the_same_log_ingests_and_rebuilds_documents_through_the_projector() {
+    use nodus_fabric::objects::Fabric;
+    let snap = snapshot();
+    let alice = subject(&snap, "alice", "UNCLASSIFIED");
+    let t = tenant();
+    let writer = store(1);
+    writer
+        .create(
+            &t,
+            &snap,
+            &alice,
+            "note",
+            "n1",
+            "UNCLASSIFIED",
+            &json!({"title": "Plan"}),
+        )
+        .unwrap();
+    writer
+        .change_batch(
+            &t,
+            &snap,
+            &alice,
+            "n1",
+            &[
+                ops(json!([{"op": "splice_text", "path": ["title"], "pos": 4, "text": " B"}])),
+                ops(json!([{"op": "set", "path": ["done"], "value": true}])),
+            ],
+        )
+        .unwrap();
+
+    let reader = store(2);
+    let fabric = Fabric::new(reader.log().clone()).unwrap();
+    fabric.add_projector(reader.projector());
+    // Events arrive in reverse order: the second waits for its dependency, then both apply.
+    let mut events = all_events(&writer);
+    events.reverse();
+    for e in events {
+        let report = fabric.ingest(&t, vec![e]).unwrap();
+        assert!(report.unprojected.is_empty());
+    }
+    let live = reader.get(&t, &snap, &alice, "n1").unwrap();
+    assert_eq!(live, writer.get(&t, &snap, &alice, "n1").unwrap());
+    let live_history = reader.history(&t, &snap, &alice, "n1").unwrap();
+
+    // The fabric's rebuild clears and replays the documents too.
+    fabric.rebuild(&t).unwrap();
+    assert_eq!(reader.get(&t, &snap, &alice, "n1").unwrap(), live);
+    assert_eq!(
+        reader.history(&t, &snap, &alice, "n1").unwrap(),
+        live_history
+    );
+    // A store opened afresh over the rebuilt tables (cold cache) reads the same.
+    let cold = AutomergeStore::new(reader.log().clone()).unwrap();
+    assert_eq!(cold.get(&t, &snap, &alice, "n1").unwrap(), live);
+}

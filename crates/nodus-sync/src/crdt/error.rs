@@ -128,6 +128,35 @@ pub enum CrdtError {
     },
 }
 
+impl CrdtError {
+    /// The stable code of this error: its variant's name (`"NotFound"`, `"TooLarge"`, …), except
+    /// [`CrdtError::Log`] and [`CrdtError::Payload`], which are `"StorageError"` and
+    /// `"BadPayload"`. `docs.*` commands answer with it.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            CrdtError::NotFound { .. } => "NotFound",
+            CrdtError::AlreadyExists { .. } => "AlreadyExists",
+            CrdtError::WriteDenied { .. } => "WriteDenied",
+            CrdtError::TypeNotAllowed { .. } => "TypeNotAllowed",
+            CrdtError::TooLarge { .. } => "TooLarge",
+            CrdtError::InvalidId { .. } => "InvalidId",
+            CrdtError::InvalidType { .. } => "InvalidType",
+            CrdtError::BadLabel { .. } => "BadLabel",
+            CrdtError::NotAnObject { .. } => "NotAnObject",
+            CrdtError::BadOp { .. } => "BadOp",
+            CrdtError::BadDelta { .. } => "BadDelta",
+            CrdtError::BadHeads { .. } => "BadHeads",
+            CrdtError::TooDeep { .. } => "TooDeep",
+            CrdtError::Busy { .. } => "Busy",
+            CrdtError::TenantMismatch => "TenantMismatch",
+            CrdtError::StaleSubject => "StaleSubject",
+            CrdtError::Log(_) => "StorageError",
+            CrdtError::Payload(_) => "BadPayload",
+            CrdtError::Corrupt { .. } => "Corrupt",
+        }
+    }
+}
+
 impl From<rusqlite::Error> for CrdtError {
     fn from(e: rusqlite::Error) -> Self {
         CrdtError::Log(EventLogError::Storage(e.to_string()))

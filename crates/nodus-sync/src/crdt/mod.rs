@@ -57,7 +57,7 @@ use serde_json::Value;
 
 pub use error::CrdtError;
 pub use ops::{DocOp, PathElem};
-pub use store::{AutomergeStore, CrdtIngestReport, apply_event};
+pub use store::{AutomergeStore, CrdtIngestReport, CrdtProjector, apply_event};
 
 /// Kind of the event that creates a document (payload: [`DocPayload`]).
 pub const DOC_CREATED: &str = "doc.created";
@@ -92,9 +92,10 @@ pub struct DocPayload {
     pub changes: Vec<String>,
 }
 
-/// The policy gates on documents. Each field is overridden by the policy key of the same name when
-/// the policy schema declares it (`crdt.allowed_types`, `crdt.max_doc_bytes`); the built-in
-/// schema does not yet, so these values apply.
+/// The gates on documents: what the host configured, narrowed by the tenant's policy keys of the
+/// same name (`crdt.allowed_types`, `crdt.max_doc_bytes`; defaults: every type, 16 MiB). The
+/// stricter of the two always applies: a type must be allowed by both, and the size cap is the
+/// smaller one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrdtLimits {
     /// `crdt.allowed_types`: the document types that may be created and changed; `None` = all.
@@ -114,15 +115,21 @@ impl Default for CrdtLimits {
 }
 
 impl CrdtLimits {
-    /// These limits with the policy's `crdt.allowed_types` and `crdt.max_doc_bytes` where the
-    /// snapshot has them (a key the schema does not declare, or that is unset, keeps this value).
+    /// These limits narrowed by the policy's `crdt.allowed_types` (a list containing `*` narrows
+    /// nothing; otherwise only the types both allow remain) and `crdt.max_doc_bytes` (the smaller
+    /// cap wins); a key the snapshot's schema does not declare narrows nothing.
     pub fn with_policy(&self, snap: &PolicySnapshot) -> CrdtLimits {
         let mut out = self.clone();
-        if let Ok(types) = snap.get_strings("crdt.allowed_types") {
-            out.allowed_types = Some(types.to_vec());
+        if let Ok(types) = snap.get_strings("crdt.allowed_types")
+            && !types.iter().any(|t| t == "*")
+        {
+            out.allowed_types = Some(match &self.allowed_types {
+                None => types.to_vec(),
+                Some(mine) => mine.iter().filter(|t| types.contains(t)).cloned().collect(),
+            });
         }
         if let Ok(max) = snap.get_int("crdt.max_doc_bytes") {
-            out.max_doc_bytes = u64::try_from(max).unwrap_or(0);
+            out.max_doc_bytes = out.max_doc_bytes.min(u64::try_from(max).unwrap_or(0));
         }
         out
     }
@@ -274,6 +281,24 @@ pub trait CrdtStore: Send + Sync {
         subject: &Subject,
         id: &str,
         ops: &[DocOp],
+    ) -> Result<ChangeOutcome, CrdtError>;
+
+    /// Applies several groups of ops to the version of `id` the subject reads: each group is one
+    /// automerge transaction (one change), and all the changes are recorded in **one**
+    /// `doc.changed` event — one durable append for a burst of edits (an editor's keystrokes of
+    /// the last few hundred milliseconds). Groups that change nothing add no change; when none
+    /// does, no event is appended. The index of a [`CrdtError::BadOp`] counts the ops of all
+    /// groups in order. On any error nothing is written.
+    ///
+    /// # Errors
+    /// As [`CrdtStore::change`].
+    fn change_batch(
+        &self,
+        tenant: &TenantId,
+        snap: &PolicySnapshot,
+        subject: &Subject,
+        id: &str,
+        batch: &[Vec<DocOp>],
     ) -> Result<ChangeOutcome, CrdtError>;
 
     /// The materialised content and heads of the version of `id` the subject reads.

@@ -546,6 +546,34 @@ pub fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Result<bo
     Ok(true)
 }
 
+/// The [`Projector`](nodus_fabric::objects::Projector) that keeps the documents of an
+/// [`AutomergeStore`] current when a [`Fabric`](nodus_fabric::objects::Fabric) over the same log
+/// ingests remote events (live sync, bundle activation) or rebuilds its projections: it applies
+/// every document event with [`apply_event`] in the fabric's transaction, and a rebuild clears
+/// [`CRDT_TABLES`](super::CRDT_TABLES) first. Get it from [`AutomergeStore::projector`] (the
+/// store creates the tables it writes).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CrdtProjector {
+    _tables_exist: (),
+}
+
+impl nodus_fabric::objects::Projector for CrdtProjector {
+    fn name(&self) -> &str {
+        "crdt"
+    }
+    fn tables(&self) -> &[&str] {
+        super::CRDT_TABLES
+    }
+    fn apply(
+        &self,
+        conn: &Connection,
+        tenant: &TenantId,
+        event: &Event,
+    ) -> std::result::Result<bool, String> {
+        apply_event(conn, tenant, event).map_err(|e| e.to_string())
+    }
+}
+
 /// How a change's projection write is done.
 enum Write {
     /// Replace the stored document with this compacted one.
@@ -581,6 +609,13 @@ impl AutomergeStore {
             actor: ActorId::from(actor),
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The [`CrdtProjector`] to add to a [`Fabric`](nodus_fabric::objects::Fabric) over this
+    /// store's log ([`Fabric::add_projector`](nodus_fabric::objects::Fabric::add_projector)), so
+    /// that the fabric's `ingest` and `rebuild` keep the documents current.
+    pub fn projector(&self) -> Arc<dyn nodus_fabric::objects::Projector> {
+        Arc::new(CrdtProjector { _tables_exist: () })
     }
 
     /// The log under this store.
@@ -710,6 +745,78 @@ impl AutomergeStore {
             }
         }
         cache.insert(key, Cached { heads, doc });
+    }
+
+    /// `change` and `change_batch`: each group of ops is one automerge transaction (one change),
+    /// and every change the groups made is recorded in one `doc.changed` event. An op's index in
+    /// [`CrdtError::BadOp`] counts the ops of all groups in order. On any error nothing is
+    /// written, and a document holding changes that were not stored is not kept in the cache.
+    fn change_groups(
+        &self,
+        tenant: &TenantId,
+        snap: &PolicySnapshot,
+        subject: &Subject,
+        id: &str,
+        groups: &[&[DocOp]],
+    ) -> Result<ChangeOutcome> {
+        let limits = self.limits_for(snap);
+        for _ in 0..ATTEMPTS {
+            let meta = self.writable(tenant, snap, subject, id, &limits)?;
+            let mut doc = self.take_doc(tenant, id, &meta)?;
+            let mut hashes: Vec<ChangeHash> = Vec::new();
+            let mut base = 0usize;
+            for ops in groups {
+                let result = doc.transact(|tx| {
+                    for (i, op) in ops.iter().enumerate() {
+                        apply_op(tx, op).map_err(|reason| (base.saturating_add(i), reason))?;
+                    }
+                    Ok::<(), (usize, &'static str)>(())
+                });
+                match result {
+                    Ok(s) => hashes.extend(s.hash),
+                    Err(f) => {
+                        let (index, reason) = f.error;
+                        if hashes.is_empty() {
+                            self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
+                        }
+                        return Err(CrdtError::BadOp {
+                            id: id.to_owned(),
+                            index,
+                            reason,
+                        });
+                    }
+                }
+                base = base.saturating_add(ops.len());
+            }
+            if hashes.is_empty() {
+                let heads = split_heads(&meta.heads);
+                self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
+                return Ok(ChangeOutcome {
+                    label: meta.label,
+                    changes: Vec::new(),
+                    heads,
+                });
+            }
+            let new = hashes
+                .iter()
+                .map(|h| doc.get_change_by_hash(h).ok_or_else(|| corrupt(id)))
+                .collect::<Result<Vec<Change>>>()?;
+            let write = Self::plan_write(id, &meta, &doc, &new, limits.max_doc_bytes)?;
+            match self.record(tenant, id, &meta, &doc, &new, write) {
+                Ok(heads) => {
+                    let out = ChangeOutcome {
+                        label: meta.label.clone(),
+                        changes: hashes.iter().map(ToString::to_string).collect(),
+                        heads: split_heads(&heads),
+                    };
+                    self.keep(tenant, id, &meta.label, heads, doc);
+                    return Ok(out);
+                }
+                Err(CrdtError::Busy { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(CrdtError::Busy { id: id.to_owned() })
     }
 
     /// Decides how to store `new` changes on top of `meta`, enforcing the size cap.
@@ -872,55 +979,19 @@ impl CrdtStore for AutomergeStore {
         id: &str,
         ops: &[DocOp],
     ) -> Result<ChangeOutcome> {
-        let limits = self.limits_for(snap);
-        for _ in 0..ATTEMPTS {
-            let meta = self.writable(tenant, snap, subject, id, &limits)?;
-            let mut doc = self.take_doc(tenant, id, &meta)?;
-            let result = doc.transact(|tx| {
-                for (i, op) in ops.iter().enumerate() {
-                    apply_op(tx, op).map_err(|reason| (i, reason))?;
-                }
-                Ok::<(), (usize, &'static str)>(())
-            });
-            let hash = match result {
-                Ok(s) => s.hash,
-                Err(f) => {
-                    let (index, reason) = f.error;
-                    self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
-                    return Err(CrdtError::BadOp {
-                        id: id.to_owned(),
-                        index,
-                        reason,
-                    });
-                }
-            };
-            let Some(hash) = hash else {
-                let heads = split_heads(&meta.heads);
-                self.keep(tenant, id, &meta.label, meta.heads.clone(), doc);
-                return Ok(ChangeOutcome {
-                    label: meta.label,
-                    changes: Vec::new(),
-                    heads,
-                });
-            };
-            let change = doc.get_change_by_hash(&hash).ok_or_else(|| corrupt(id))?;
-            let new = [change];
-            let write = Self::plan_write(id, &meta, &doc, &new, limits.max_doc_bytes)?;
-            match self.record(tenant, id, &meta, &doc, &new, write) {
-                Ok(heads) => {
-                    let out = ChangeOutcome {
-                        label: meta.label.clone(),
-                        changes: vec![hash.to_string()],
-                        heads: split_heads(&heads),
-                    };
-                    self.keep(tenant, id, &meta.label, heads, doc);
-                    return Ok(out);
-                }
-                Err(CrdtError::Busy { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(CrdtError::Busy { id: id.to_owned() })
+        self.change_groups(tenant, snap, subject, id, &[ops])
+    }
+
+    fn change_batch(
+        &self,
+        tenant: &TenantId,
+        snap: &PolicySnapshot,
+        subject: &Subject,
+        id: &str,
+        batch: &[Vec<DocOp>],
+    ) -> Result<ChangeOutcome> {
+        let groups: Vec<&[DocOp]> = batch.iter().map(Vec::as_slice).collect();
+        self.change_groups(tenant, snap, subject, id, &groups)
     }
 
     fn get(
