@@ -70,6 +70,7 @@ pub struct NodusBuilder {
     trust: Option<TrustStore>,
     record_latency: bool,
     sync_dir: Option<PathBuf>,
+    config_domains: Vec<nodus_fabric::config::ConfigDomain>,
 }
 
 impl std::fmt::Debug for NodusBuilder {
@@ -181,6 +182,14 @@ impl NodusBuilder {
         self
     }
 
+    /// Register a configuration domain: its keys' schemas and which keys allow per-user values
+    /// (the `config.*` built-ins; see [`crate::config_commands`]). [`build`](Self::build) refuses
+    /// a domain whose `<domain>.<key>` names a policy key (`BuildError::Config`, naming both).
+    pub fn config_domain(mut self, domain: nodus_fabric::config::ConfigDomain) -> Self {
+        self.config_domains.push(domain);
+        self
+    }
+
     /// Register a UI component (shown to a tenant when its `ui.allowed_components` lists it).
     pub fn component(mut self, spec: ComponentSpec) -> Self {
         self.components.push(spec);
@@ -249,6 +258,13 @@ impl NodusBuilder {
             commands.register(ObjectsList(weak.clone()), &scheme)?;
             commands.register(ObjectsCount(weak.clone()), &scheme)?;
             commands.register(ObjectsHistory(weak.clone()), &scheme)?;
+        }
+        {
+            use crate::config_commands::*;
+            commands.register(ConfigSet(weak.clone()), &scheme)?;
+            commands.register(ConfigGet(weak.clone()), &scheme)?;
+            commands.register(ConfigList(weak.clone()), &scheme)?;
+            commands.register(ConfigHistory(weak.clone()), &scheme)?;
         }
         {
             use crate::docs_commands::*;
@@ -331,6 +347,18 @@ impl NodusBuilder {
                 .map_err(|e| BuildError::Fabric(e.to_string()))?,
         );
         fabric.add_projector(docs.projector());
+        let config_store = Arc::new(
+            nodus_fabric::config::ConfigStore::new(event_log.clone())
+                .map_err(|e| BuildError::Fabric(e.to_string()))?,
+        );
+        for domain in self.config_domains {
+            for key in domain.keys() {
+                crate::config_commands::check_shadow(&system, domain.name(), key)
+                    .map_err(|e| BuildError::Config(e.to_string()))?;
+            }
+            config_store.register(domain);
+        }
+        fabric.add_projector(config_store.projector());
         let node = crate::NodeIdentity {
             node_id,
             incarnation: event_log.node().incarnation,
@@ -410,6 +438,7 @@ impl NodusBuilder {
             reload_lock: Mutex::new(()),
             fabric,
             docs,
+            config: config_store,
             event_log,
             objects_cache,
             node,

@@ -20,6 +20,17 @@ pub(crate) fn instance(weak: &WeakNodus) -> Result<crate::Nodus, CommandError> {
         .ok_or_else(|| CommandError::new("ShuttingDown", "this Nodus instance is shut down"))
 }
 
+/// The caller's tenant's policy snapshot (`UnknownTenant` when it has none).
+pub(crate) fn tenant_snapshot(
+    n: &crate::Nodus,
+    ctx: &Context,
+) -> Result<std::sync::Arc<nodus_policy::PolicySnapshot>, CommandError> {
+    n.inner
+        .policy
+        .snapshot(ctx.tenant())
+        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))
+}
+
 /// Input of commands that take no argument: `{}` (or `null`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -9,7 +9,6 @@
 //! (see `docs/policy.md`); the error codes are [`CrdtError::code`]. See `docs/sync.md`,
 //! "CRDT documents".
 
-use nodus_policy::PolicySnapshot;
 use nodus_registry::commands::{Command, CommandError, CommandSpec, Context};
 use nodus_sync::crdt::{
     ChangeOutcome, CrdtError, CrdtStore, DocHistoryEntry, DocOp, DocSummary, DocView,
@@ -17,21 +16,11 @@ use nodus_sync::crdt::{
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::builtins::instance;
+use crate::builtins::{instance, tenant_snapshot as snapshot};
 use crate::nodus::WeakNodus;
 
 fn crdt_error(e: CrdtError) -> CommandError {
     CommandError::new(e.code(), e.to_string())
-}
-
-fn snapshot(
-    n: &crate::Nodus,
-    ctx: &Context,
-) -> Result<std::sync::Arc<PolicySnapshot>, CommandError> {
-    n.inner
-        .policy
-        .snapshot(ctx.tenant())
-        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))
 }
 
 /// After a write: publish the change to the tenant's subscribers — id, type and label only, never

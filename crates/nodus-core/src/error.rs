@@ -204,6 +204,9 @@ pub enum BuildError {
     /// The fabric's projections could not be prepared.
     #[error("fabric: {0}")]
     Fabric(String),
+    /// A configuration domain was refused (e.g. a key that names a policy key).
+    #[error("configuration: {0}")]
+    Config(String),
     /// The fabric's event log could not be opened (e.g. it belongs to another node).
     #[error("event log: {0}")]
     EventLog(#[from] nodus_fabric::EventLogError),

@@ -5,6 +5,7 @@ pub use audited_vault::AuditedVault;
 mod builder;
 pub mod builtins;
 mod clock;
+pub mod config_commands;
 pub mod docs_commands;
 mod error;
 pub mod fabric_commands;

@@ -114,6 +114,9 @@ pub(crate) struct Inner {
     pub(crate) node: crate::NodeIdentity,
     /// The fabric: types and objects over the event log.
     pub(crate) fabric: nodus_fabric::objects::Fabric,
+    /// Configuration values over the same event log (their projector is registered with the
+    /// fabric).
+    pub(crate) config: Arc<nodus_fabric::config::ConfigStore>,
     /// CRDT documents over the same event log (their projector is registered with the fabric).
     pub(crate) docs: Arc<nodus_sync::crdt::AutomergeStore>,
     /// The object cache in front of the fabric's projections.

@@ -71,6 +71,13 @@ const BUILTINS: &[(&str, &str)] = &[
     ("docs.get", r#"{"id":"shared-doc"}"#),
     ("docs.list", "{}"),
     ("docs.history", r#"{"id":"shared-doc"}"#),
+    (
+        "config.set",
+        r#"{"domain":"ui","key":"theme","value":"dark"}"#,
+    ),
+    ("config.get", r#"{"domain":"ui","key":"theme"}"#),
+    ("config.list", "{}"),
+    ("config.history", r#"{"domain":"ui","key":"theme"}"#),
     ("sync.keys", "{}"),
     ("sync.export", r#"{"to":["no-such-peer"]}"#),
     ("sync.verify", r#"{"file":"x.noduspkg"}"#),
@@ -172,6 +179,14 @@ fn nothing_reachable_from_one_tenant_names_another() {
         .command(CreateNote)
         .command(ExportNotes)
         .command(Ping)
+        .config_domain(
+            nodus_core::fabric::config::ConfigDomain::new(
+                "ui",
+                serde_json::json!({"type": "object", "properties": {"theme": {"type": "string"}}}),
+                ["theme"],
+            )
+            .unwrap(),
+        )
         .build()
         .unwrap();
 
@@ -226,6 +241,13 @@ fn nothing_reachable_from_one_tenant_names_another() {
         )
         .unwrap();
     }
+    // Tenant B's configuration value of the key tenant A will ask for.
+    n.dispatch(
+        &zebra,
+        "config.set",
+        r#"{"domain":"ui","key":"theme","value":"ZEBRA-MARKER-THEME"}"#,
+    )
+    .unwrap();
     // And a CRDT document with the id tenant A will ask for, of a marker type, marker content.
     n.dispatch(
         &zebra,

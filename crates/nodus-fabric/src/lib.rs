@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod canonical;
+pub mod config;
 mod engine;
 mod event;
 mod log;

@@ -323,6 +323,12 @@ impl PolicySnapshot {
         self.max_payload
     }
 
+    /// Whether the schema this snapshot was built under declares `key` (set or not). Hosts use it
+    /// to keep their own names (configuration keys, …) from shadowing policy keys.
+    pub fn declares(&self, key: &str) -> bool {
+        self.schema.get(key).is_some()
+    }
+
     /// The effective value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.values.get(key).map(|(v, _)| v)
