@@ -10,6 +10,10 @@
 //!   in-memory `Automerge`, nothing stored — the floor;
 //! - `raw_automerge/change_text_10k_with_bytes`: the floor plus extracting each change's bytes
 //!   (`get_change_by_hash`), which an event must carry;
+//! - `crdt/change_text_10k_batch50`: the same 10,000 splices, 50 per `change_batch` call (50
+//!   automerge changes, one `doc.changed` event, one durable append per call; 200 events);
+//! - `crdt/docs_change_dispatch_10k_batch50`: the same through the front door — `docs.change`
+//!   with `batch`, JSON in and out, guarded and audited, on a file-backed instance;
 //! - `crdt/load_get_10k`: `get` of that document from a store with a cold cache (read the row,
 //!   `load` the compacted part and `load_incremental` the rest, materialise the JSON);
 //! - `raw_automerge/load_10k`: `Automerge::load` of the same document's `save()` — the floor.
@@ -27,7 +31,24 @@
 //! | `crdt/load_get_10k` | 19.5 ms | — | 1.04× `raw_automerge/load_10k` | within 2× ✔ |
 //! | `raw_automerge/load_10k` (floor) | 18.8 ms | — | — | — |
 //!
-//! The change target is not met, and cannot be with one durable event per change: appending one
+//! Batched (2026-12-03, same machine, load average 4–8 from three builds beside it, so every
+//! figure is inflated; `-- --measurement-time 3 "batch50|raw_automerge/change_text_10k$|dispatch"`):
+//!
+//! | bench | median | ratio to `raw_automerge/change_text_10k` in the same run | target |
+//! |---|---|---|---|
+//! | `crdt/change_text_10k_batch50` | 1.02 s | 2.8× | within 2× ✘ |
+//! | `crdt/docs_change_dispatch_10k_batch50` | 1.06 s | 2.9× | within 2× ✘ |
+//! | `raw_automerge/change_text_10k` (floor, same run) | 369 ms | — | — |
+//!
+//! (Before collecting a batch's changes in one `get_changes` pass — automerge rebuilds a change
+//! from its op set, a pass over the document per `get_change_by_hash` — the batched figures were
+//! 2.5× and 3.4× of a 547 ms floor under heavier load.) What remains above the floor is mostly
+//! compaction: a `save()` of the whole document each time the incremental chunks outgrow the
+//! compacted part (and 32 KiB), about 14 times over these 10,000 changes; then the 200 events
+//! (canonical JSON, base64 and SHA-256 of ~800 KB of change bytes, 200 WAL commits). Next steps:
+//! compaction off the write path (when a document leaves the cache, or on a background thread).
+//!
+//! The single-change target is not met, and cannot be with one durable event per change: appending one
 //! event alone costs ~60 µs on this machine (`eventlog/append_1_normal` in `fabric.rs`), 3.5× the
 //! raw automerge splice. Of the 143 µs, ~75 µs are file I/O (the in-memory log takes 68 µs), ~26 µs
 //! the automerge transaction and extracting the change bytes, and the rest the event (canonical

@@ -763,6 +763,7 @@ impl AutomergeStore {
         for _ in 0..ATTEMPTS {
             let meta = self.writable(tenant, snap, subject, id, &limits)?;
             let mut doc = self.take_doc(tenant, id, &meta)?;
+            let before = doc.get_heads();
             let mut hashes: Vec<ChangeHash> = Vec::new();
             let mut base = 0usize;
             for ops in groups {
@@ -797,10 +798,17 @@ impl AutomergeStore {
                     heads,
                 });
             }
-            let new = hashes
-                .iter()
-                .map(|h| doc.get_change_by_hash(h).ok_or_else(|| corrupt(id)))
-                .collect::<Result<Vec<Change>>>()?;
+            // One pass over the document for all the new changes: automerge rebuilds a change
+            // from its op set, so asking hash by hash costs a pass each.
+            let new = if hashes.len() == 1 {
+                let h = hashes.first().ok_or_else(|| corrupt(id))?;
+                vec![doc.get_change_by_hash(h).ok_or_else(|| corrupt(id))?]
+            } else {
+                doc.get_changes(&before)
+            };
+            if new.len() != hashes.len() {
+                return Err(corrupt(id));
+            }
             let write = Self::plan_write(id, &meta, &doc, &new, limits.max_doc_bytes)?;
             match self.record(tenant, id, &meta, &doc, &new, write) {
                 Ok(heads) => {
