@@ -7,6 +7,7 @@ pub mod builtins;
 mod clock;
 mod error;
 pub mod fabric_commands;
+pub mod field_commands;
 mod node;
 mod nodus;
 #[cfg(feature = "policy-layer")]
