@@ -306,6 +306,10 @@ impl NodusBuilder {
             commands.register(SyncRecheck(weak.clone()), &scheme)?;
             commands.register(SyncStatusCommand(weak.clone()), &scheme)?;
         }
+        // Interned before the snapshots are compiled, so that its check takes the bitset path.
+        policy
+            .symbols()
+            .permission(crate::field_commands::FORCE_DESTROY_PERMISSION);
         for register in self.registrations {
             register(&commands, &scheme)?;
         }

@@ -567,8 +567,9 @@ impl Command for FieldsDecrypt {
                     last = audit(&n, rec).err().or(last);
                 }
             }
-            return Err(last
-                .unwrap_or_else(|| missing_role("security.fields.allow_encrypted_read")));
+            return Err(
+                last.unwrap_or_else(|| missing_role("security.fields.allow_encrypted_read"))
+            );
         }
         let ttl_ms = snap
             .get_int("state.cache.fields.ttl_secs")
@@ -781,7 +782,8 @@ impl Command for KeysList {
         let mut out = Vec::with_capacity(metas.len());
         for m in metas {
             let used = m.encryptions.max(m.signatures);
-            let warn = u128::from(used) * 100 >= u128::from(limit) * u128::from(USAGE_WARNING_PERCENT);
+            let warn =
+                u128::from(used) * 100 >= u128::from(limit) * u128::from(USAGE_WARNING_PERCENT);
             if warn {
                 let mut rec = record(&n, ctx, audit_kinds::USAGE_WARNING, Outcome::Allowed);
                 detail(
@@ -956,11 +958,13 @@ impl Command for KeysDestroyVersion {
                     ),
                 ));
             }
-            let symbols = n.inner.policy.symbols();
-            let may_force = symbols
-                .permissions()
-                .get(FORCE_DESTROY_PERMISSION)
-                .is_some_and(|p| snap.permits(ctx.subject(), nodus_policy::PermissionId(p)));
+            // Interned at build time (`NodusBuilder::build`).
+            let permission = n
+                .inner
+                .policy
+                .symbols()
+                .permission(FORCE_DESTROY_PERMISSION);
+            let may_force = snap.permits(ctx.subject(), permission);
             if !may_force {
                 return Err(refuse(
                     &n,
@@ -970,7 +974,9 @@ impl Command for KeysDestroyVersion {
                     &[&base[..], &[("in_use", in_use.to_string())]].concat(),
                     CommandError::new(
                         "ForceDenied",
-                        format!("forcing a destruction needs the system permission `{FORCE_DESTROY_PERMISSION}`"),
+                        format!(
+                            "forcing a destruction needs the system permission `{FORCE_DESTROY_PERMISSION}`"
+                        ),
                     ),
                 ));
             }
@@ -1445,7 +1451,11 @@ impl crate::Nodus {
     }
 
     /// Starts the schedule thread: every `interval`, [`Nodus::rotate_due_keys`] at `clock()`.
-    pub(crate) fn start_schedule(&self, interval: Duration, clock: ScheduleClock) -> std::io::Result<()> {
+    pub(crate) fn start_schedule(
+        &self,
+        interval: Duration,
+        clock: ScheduleClock,
+    ) -> std::io::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let (s, weak) = (stop.clone(), self.weak());
         let handle = std::thread::Builder::new()

@@ -555,7 +555,11 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(FieldJob, bool)> {
     ))
 }
 
-pub(crate) fn load_job(conn: &Connection, tenant: &TenantId, job: &str) -> Result<Option<FieldJob>> {
+pub(crate) fn load_job(
+    conn: &Connection,
+    tenant: &TenantId,
+    job: &str,
+) -> Result<Option<FieldJob>> {
     let row = conn
         .prepare_cached(&format!(
             "SELECT {JOB_COLS} FROM fabric_field_jobs WHERE tenant = ?1 AND job = ?2"
@@ -653,8 +657,7 @@ impl super::Fabric {
         }
         let tname = def.name().to_string();
         let rows = self.read(|c| super::load_versions(c, tenant, &tname, id))?;
-        let row =
-            super::select(snap, subject, &rows).ok_or_else(|| super::not_found(&def, id))?;
+        let row = super::select(snap, subject, &rows).ok_or_else(|| super::not_found(&def, id))?;
         let mut envs = self.read(|c| load_envelopes(c, tenant, &tname, id, &row.label))?;
         let out = fields
             .iter()
@@ -816,10 +819,13 @@ impl super::Fabric {
         job: &str,
         now_ms: u64,
     ) -> Result<Option<BatchReport>> {
-        let sealing = self.sealing.get().ok_or_else(|| FabricError::NoFieldVault {
-            type_name: String::new(),
-            field: String::new(),
-        })?;
+        let sealing = self
+            .sealing
+            .get()
+            .ok_or_else(|| FabricError::NoFieldVault {
+                type_name: String::new(),
+                field: String::new(),
+            })?;
         let (j, cursor) = self.read(|c| {
             let j = load_job(c, tenant, job)?;
             let cursor: Option<String> = c

@@ -198,7 +198,9 @@ pub enum FabricError {
     },
     /// An encrypted field was given a value, and this fabric has no vault to seal it
     /// ([`Fabric::enable_encrypted_fields`] was not called).
-    #[error("field `{field}` of type `{type_name}` is encrypted and this fabric has no vault to seal it")]
+    #[error(
+        "field `{field}` of type `{type_name}` is encrypted and this fabric has no vault to seal it"
+    )]
     NoFieldVault {
         /// The type.
         type_name: String,
@@ -1100,7 +1102,8 @@ impl Fabric {
         )?;
         let set: Map<String, Value> = data
             .iter()
-            .filter(|(k, v)| row.data.get(*k) != Some(*v))
+            // A field sealed anew is a change even if its marker (key, version) is the same.
+            .filter(|(k, v)| row.data.get(*k) != Some(*v) || sealed.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let unset: Vec<&String> = row.data.keys().filter(|k| !data.contains_key(*k)).collect();
