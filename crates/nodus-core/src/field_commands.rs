@@ -266,6 +266,7 @@ fn run_batch(n: &crate::Nodus, tenant: &TenantId, job: &str) -> bool {
 
 fn state_text(s: JobState) -> &'static str {
     match s {
+        JobState::Pending => "pending",
         JobState::Running => "running",
         JobState::Done => "done",
         JobState::Cancelled => "cancelled",
@@ -1171,15 +1172,31 @@ impl Command for FieldsRotateKeys {
                 missing_role(KEY),
             ));
         }
-        let rotation = manual_rotation(&n, &snap, ctx, &input.purpose)?;
-        let job = if input.reenvelope {
-            let cap = batch_size(&snap);
-            let batch = input.batch_size.map_or(cap, |b| b.clamp(1, cap));
-            Some(start_job(&n, ctx.tenant(), Some(ctx), &rotation, batch)?)
-        } else {
-            None
+        if !input.reenvelope {
+            let rotation = manual_rotation(&n, &snap, ctx, &input.purpose)?;
+            return Ok(RotateKeysStarted {
+                rotation,
+                job: None,
+            });
+        }
+        let cap = batch_size(&snap);
+        let batch = input.batch_size.map_or(cap, |b| b.clamp(1, cap));
+        let pending = pend_job(&n, ctx.tenant(), &input.purpose, batch)?;
+        let rotation = match manual_rotation(&n, &snap, ctx, &input.purpose) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = n
+                    .inner
+                    .fabric
+                    .cancel_job(ctx.tenant(), &pending.job, n.now_ms());
+                return Err(e);
+            }
         };
-        Ok(RotateKeysStarted { rotation, job })
+        let job = start_job(&n, ctx.tenant(), Some(ctx), &rotation, &pending)?;
+        Ok(RotateKeysStarted {
+            rotation,
+            job: Some(job),
+        })
     }
 }
 
@@ -1197,27 +1214,65 @@ fn new_job_id() -> Result<String, CommandError> {
     Ok(format!("j{}", hex::encode(b)))
 }
 
-/// Records and enqueues a re-envelope job after `rotation`.
+/// Records a pending re-envelope job for the rotation about to happen on `purpose` (its target
+/// is the version after the active one), before the rotation: a crash between the two leaves a
+/// pending job that [`Nodus::resume_jobs`] resolves.
+fn pend_job(
+    n: &crate::Nodus,
+    tenant: &TenantId,
+    purpose: &str,
+    batch: u32,
+) -> Result<FieldJob, CommandError> {
+    let key = tenant_key(n, tenant, purpose)?;
+    let active = versions(n, tenant, &key)?
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .unwrap_or(0);
+    n.inner
+        .fabric
+        .start_reenvelope_job(
+            tenant,
+            &new_job_id()?,
+            purpose,
+            &key,
+            active.saturating_add(1),
+            batch,
+            n.now_ms(),
+        )
+        .map_err(fabric_error)
+}
+
+/// After `rotation`: activates the pending job, audits its start and hands it to the worker.
 fn start_job(
     n: &crate::Nodus,
     tenant: &TenantId,
     ctx: Option<&Context>,
     rotation: &Rotation,
-    batch: u32,
+    pending: &FieldJob,
 ) -> Result<FieldJob, CommandError> {
-    let id = new_job_id()?;
+    if rotation.new_version != pending.target_version {
+        // Another rotation came in between: the job follows the one that happened.
+        let _ = n.inner.fabric.cancel_job(tenant, &pending.job, n.now_ms());
+        let again = n
+            .inner
+            .fabric
+            .start_reenvelope_job(
+                tenant,
+                &new_job_id()?,
+                &rotation.purpose,
+                &rotation.key,
+                rotation.new_version,
+                pending.batch_size,
+                n.now_ms(),
+            )
+            .map_err(fabric_error)?;
+        return start_job(n, tenant, ctx, rotation, &again);
+    }
     let job = n
         .inner
         .fabric
-        .start_reenvelope_job(
-            tenant,
-            &id,
-            &rotation.purpose,
-            &rotation.key,
-            rotation.new_version,
-            batch,
-            n.now_ms(),
-        )
+        .activate_job(tenant, &pending.job, n.now_ms())
         .map_err(fabric_error)?;
     let mut rec = match ctx {
         Some(c) => record(n, c, audit_kinds::REENVELOPE_STARTED, Outcome::Allowed),
@@ -1231,16 +1286,18 @@ fn start_job(
     detail(
         &mut rec,
         &[
-            ("job", id.clone()),
+            ("job", job.job.clone()),
             ("purpose", rotation.purpose.clone()),
             ("key", rotation.key.to_string()),
             ("target_version", rotation.new_version.to_string()),
             ("total", job.total.to_string()),
-            ("batch_size", batch.to_string()),
+            ("batch_size", job.batch_size.to_string()),
         ],
     );
     audit(n, rec)?;
-    n.inner.fields.enqueue(&n.weak(), tenant.clone(), id)?;
+    n.inner
+        .fields
+        .enqueue(&n.weak(), tenant.clone(), job.job.clone())?;
     Ok(job)
 }
 
@@ -1410,13 +1467,14 @@ impl crate::Nodus {
             rec.time_ms = self.now_ms();
             rec.tenant = Some(tenant.clone());
             rec.policy_epoch = snap.epoch();
+            let pending = pend_job(self, &tenant, &purpose, batch_size(&snap)).ok();
             match rotate(self, &tenant, &purpose) {
                 Ok(rotation) => {
                     detail(&mut rec, &rotation_detail(&rotation));
                     detail(&mut rec, &[("rotation_days", days.to_string())]);
                     let _ = self.audit_event(rec);
-                    let job = start_job(self, &tenant, None, &rotation, batch_size(&snap))
-                        .ok()
+                    let job = pending
+                        .and_then(|p| start_job(self, &tenant, None, &rotation, &p).ok())
                         .map(|j| j.job);
                     out.push(ScheduledRotation::Rotated {
                         tenant,
@@ -1425,6 +1483,9 @@ impl crate::Nodus {
                     });
                 }
                 Err(e) => {
+                    if let Some(p) = pending {
+                        let _ = self.inner.fabric.cancel_job(&tenant, &p.job, self.now_ms());
+                    }
                     rec.kind = Cow::Borrowed(audit_kinds::ROTATE_FAILED);
                     rec.outcome = Outcome::Error;
                     rec.reason = Some(Cow::Owned(e.code().to_owned()));
@@ -1441,12 +1502,32 @@ impl crate::Nodus {
         out
     }
 
-    /// Resumes every running re-envelope job (after a restart).
+    /// Resumes every running re-envelope job (after a restart). A pending job whose rotation
+    /// happened (its target version is the key's active one) becomes running; one whose
+    /// rotation did not happen is cancelled.
     pub(crate) fn resume_jobs(&self) {
-        if let Ok(jobs) = self.inner.fabric.running_jobs() {
-            for (tenant, job) in jobs {
-                let _ = self.inner.fields.enqueue(&self.weak(), tenant, job.job);
+        let Ok(jobs) = self.inner.fabric.running_jobs() else {
+            return;
+        };
+        for (tenant, job) in jobs {
+            if job.state == JobState::Pending {
+                let rotated = KeyId::parse(&job.key)
+                    .and_then(|k| versions(self, &tenant, &k).ok())
+                    .is_some_and(|vs| {
+                        vs.iter()
+                            .any(|m| m.state == KeyState::Active && m.version == job.target_version)
+                    });
+                let now = self.now_ms();
+                let resolved = if rotated {
+                    self.inner.fabric.activate_job(&tenant, &job.job, now)
+                } else {
+                    self.inner.fabric.cancel_job(&tenant, &job.job, now)
+                };
+                if !matches!(resolved, Ok(ref j) if j.state == JobState::Running) {
+                    continue;
+                }
             }
+            let _ = self.inner.fields.enqueue(&self.weak(), tenant, job.job);
         }
     }
 

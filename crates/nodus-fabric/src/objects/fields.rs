@@ -461,6 +461,10 @@ pub(crate) fn apply_rewrap(conn: &Connection, tenant: &TenantId, e: &Event) -> R
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Recorded before the rotation it follows; becomes `running` once the rotation is done
+    /// ([`Fabric::activate_job`](super::Fabric::activate_job)), or `cancelled` when the process
+    /// died before the rotation happened.
+    Pending,
     /// Batches remain; a worker runs it (and resumes it after a restart).
     Running,
     /// Every ciphertext it found was handled.
@@ -472,6 +476,7 @@ pub enum JobState {
 impl JobState {
     fn as_str(self) -> &'static str {
         match self {
+            JobState::Pending => "pending",
             JobState::Running => "running",
             JobState::Done => "done",
             JobState::Cancelled => "cancelled",
@@ -479,6 +484,7 @@ impl JobState {
     }
     fn parse(s: &str) -> Option<Self> {
         match s {
+            "pending" => Some(JobState::Pending),
             "running" => Some(JobState::Running),
             "done" => Some(JobState::Done),
             "cancelled" => Some(JobState::Cancelled),
@@ -504,7 +510,9 @@ pub struct FieldJob {
     pub done: u64,
     /// Ciphertexts that could not be rewrapped (their version is destroyed or disabled).
     pub failed: u64,
-    /// Ciphertexts to handle, counted when the job started.
+    /// Ciphertexts to handle, counted when the job started; once the job is `done`, what it
+    /// handled (`done + failed`: values rewritten, or rewrapped by another job, meanwhile no
+    /// longer count).
     pub total: u64,
     /// Ciphertexts per batch.
     pub batch_size: u32,
@@ -697,8 +705,11 @@ impl super::Fabric {
         })
     }
 
-    /// Starts a re-envelope job for `key` (purpose `purpose`): every ciphertext of the tenant
-    /// below `target_version` will be rewrapped by [`reenvelope_step`](Self::reenvelope_step).
+    /// Records a re-envelope job for `key` (purpose `purpose`), `pending` until
+    /// [`activate_job`](Self::activate_job): every ciphertext of the tenant below
+    /// `target_version` will then be rewrapped by [`reenvelope_step`](Self::reenvelope_step).
+    /// Record it *before* the rotation that makes `target_version` active, and activate it after:
+    /// a crash in between leaves a pending job that a restart resolves either way.
     ///
     /// # Errors
     /// [`FabricError::Log`].
@@ -729,7 +740,7 @@ impl super::Fabric {
                 purpose: purpose.to_owned(),
                 key: key.to_string(),
                 target_version,
-                state: JobState::Running,
+                state: JobState::Pending,
                 done: 0,
                 failed: 0,
                 total: u(total),
@@ -756,14 +767,53 @@ impl super::Fabric {
             })
     }
 
-    /// Every running job of every tenant (to resume them after a restart).
+    /// Makes a pending job running (after its rotation); a job in another state is returned as
+    /// it is.
+    ///
+    /// # Errors
+    /// [`FabricError::JobNotFound`], [`FabricError::Log`].
+    pub fn activate_job(&self, tenant: &TenantId, job: &str, now_ms: u64) -> Result<FieldJob> {
+        self.set_job_state(tenant, job, JobState::Pending, JobState::Running, now_ms)
+    }
+
+    fn set_job_state(
+        &self,
+        tenant: &TenantId,
+        job: &str,
+        from: JobState,
+        to: JobState,
+        now_ms: u64,
+    ) -> Result<FieldJob> {
+        let mut out = None;
+        self.log.append_with(tenant, Vec::new(), |tx, _| {
+            let mut j = load_job(tx, tenant, job)?.ok_or_else(|| FabricError::JobNotFound {
+                job: job.to_owned(),
+            })?;
+            if j.state == from {
+                j.state = to;
+                j.updated_ms = now_ms;
+                let cursor: String = tx
+                    .prepare_cached(
+                        "SELECT cursor FROM fabric_field_jobs WHERE tenant = ?1 AND job = ?2",
+                    )?
+                    .query_row([tenant.as_str(), job], |r| r.get(0))?;
+                save_job(tx, tenant, &j, &cursor)?;
+            }
+            out = Some(j);
+            Ok::<(), FabricError>(())
+        })?;
+        out.ok_or_else(|| corrupt("a job was not saved"))
+    }
+
+    /// Every pending or running job of every tenant (to resume them after a restart).
     ///
     /// # Errors
     /// [`FabricError::Log`], [`FabricError::Corrupt`].
     pub fn running_jobs(&self) -> Result<Vec<(TenantId, FieldJob)>> {
         let keys: Vec<(String, String)> = self.read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT tenant, job FROM fabric_field_jobs WHERE state = 'running' ORDER BY created_ms, job",
+                "SELECT tenant, job FROM fabric_field_jobs WHERE state IN ('pending', 'running')
+                 ORDER BY created_ms, job",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -777,30 +827,19 @@ impl super::Fabric {
             .collect()
     }
 
-    /// Cancels a running job (a finished one is returned as it is).
+    /// Cancels a pending or running job (a finished one is returned as it is).
     ///
     /// # Errors
     /// [`FabricError::JobNotFound`], [`FabricError::Log`].
     pub fn cancel_job(&self, tenant: &TenantId, job: &str, now_ms: u64) -> Result<FieldJob> {
-        let mut out = None;
-        self.log.append_with(tenant, Vec::new(), |tx, _| {
-            let mut j = load_job(tx, tenant, job)?.ok_or_else(|| FabricError::JobNotFound {
-                job: job.to_owned(),
-            })?;
-            if j.state == JobState::Running {
-                j.state = JobState::Cancelled;
-                j.updated_ms = now_ms;
-                let cursor: String = tx
-                    .prepare_cached(
-                        "SELECT cursor FROM fabric_field_jobs WHERE tenant = ?1 AND job = ?2",
-                    )?
-                    .query_row([tenant.as_str(), job], |r| r.get(0))?;
-                save_job(tx, tenant, &j, &cursor)?;
-            }
-            out = Some(j);
-            Ok::<(), FabricError>(())
-        })?;
-        out.ok_or_else(|| corrupt("a job was not saved"))
+        let j = self.set_job_state(tenant, job, JobState::Pending, JobState::Cancelled, now_ms)?;
+        self.set_job_state(
+            tenant,
+            &j.job,
+            JobState::Running,
+            JobState::Cancelled,
+            now_ms,
+        )
     }
 
     /// Runs one batch of a running job: rewraps (inside the vault) up to `batch_size` ciphertexts
@@ -944,6 +983,9 @@ impl super::Fabric {
             now.updated_ms = now_ms;
             if pending.is_empty() {
                 now.state = JobState::Done;
+                // Values rewritten, or rewrapped by another job, meanwhile were not the job's
+                // to handle: at the end, the total is what it handled.
+                now.total = now.done.saturating_add(now.failed);
             } else {
                 now.batches = now.batches.saturating_add(1);
             }
