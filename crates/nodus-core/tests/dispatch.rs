@@ -384,7 +384,7 @@ fn a_label_the_new_policy_cannot_parse_quarantines_the_command() {
         DenyReason::Quarantined
     );
     // Kept and visible to an admin, with the reason; not deleted.
-    assert_eq!(n.commands().len(), 27); // 4 host commands and 23 built-ins
+    assert_eq!(n.commands().len(), 35); // 4 host commands and 31 built-ins
     let info = n
         .commands()
         .into_iter()
