@@ -184,6 +184,18 @@ pub(crate) fn validate(def: &TypeDef, data: &Map<String, Value>) -> Result<()> {
     }
 }
 
+/// The version a write updates: its data and its envelopes by field.
+pub(crate) type Stored<'a> = (&'a Map<String, Value>, &'a BTreeMap<String, Vec<u8>>);
+
+/// Adds the envelopes sealed by a write to its event payload (as `sealed`), if any.
+pub(crate) fn attach(payload: &mut Value, sealed: Map<String, Value>) {
+    if !sealed.is_empty()
+        && let Value::Object(m) = payload
+    {
+        m.insert("sealed".to_owned(), Value::Object(sealed));
+    }
+}
+
 /// Seals the encrypted fields of `data` for a write of `type/id` by `subject`, after validating
 /// the plaintext: each plaintext value is replaced by its marker, and its envelope (text form) is
 /// returned by field, for the event's `sealed` member. `stored` is the version being updated:
@@ -199,7 +211,7 @@ pub(crate) fn seal(
     def: &TypeDef,
     id: &str,
     data: &mut Map<String, Value>,
-    stored: Option<(&Map<String, Value>, &BTreeMap<String, Vec<u8>>)>,
+    stored: Option<Stored<'_>>,
 ) -> Result<Map<String, Value>> {
     let tname = def.name().as_str();
     let mut sealed = Map::new();

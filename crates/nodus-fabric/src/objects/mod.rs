@@ -984,9 +984,7 @@ impl Fabric {
         )?;
         let tname = def.name().to_string();
         let mut payload = serde_json::json!({"type": tname, "id": id, "data": data});
-        if !sealed.is_empty() {
-            payload["sealed"] = Value::Object(sealed);
-        }
+        fields::attach(&mut payload, sealed);
         let ev = NewEvent::new(
             kind(OBJECT_CREATED)?,
             entity(&tname, &id)?,
@@ -1108,9 +1106,7 @@ impl Fabric {
             .collect();
         let unset: Vec<&String> = row.data.keys().filter(|k| !data.contains_key(*k)).collect();
         let mut payload = serde_json::json!({"type": tname, "id": id, "set": set, "unset": unset});
-        if !sealed.is_empty() {
-            payload["sealed"] = Value::Object(sealed);
-        }
+        fields::attach(&mut payload, sealed);
         let ev = NewEvent::new(
             kind(OBJECT_UPDATED)?,
             entity(&tname, id)?,
