@@ -94,7 +94,7 @@ fn run() -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         Ok(n.context(&acme, subject, format!("{who}-session")))
     };
-    let clerk = session("carol", &["clerk"], "UNCLASSIFIED")?;
+    let clerk = session("carol", &["clerk"], "SECRET")?;
     let officer = session("olga", &["officer"], "SECRET")?;
     let keys = session("kim", &["keyadmin"], "UNCLASSIFIED")?;
     let mut since = 0;
