@@ -16,10 +16,30 @@
 //!   values/s = 500 / time.
 //!
 //! Last figures (2026-12-03, `cargo bench -p nodus-benches --bench fields -- --measurement-time 2`,
-//! 2-core x86_64 KVM guest shared with three other engineers' builds, load average ≈ LOAD, so
-//! upper bounds; medians):
+//! 2-core x86_64 KVM guest shared with three other engineers' builds, load average 8–11 during the run (`uptime`), so
+//! upper bounds with wide intervals; medians):
 //!
-//! FIGURES
+//! | bench | median | | |
+//! |---|---|---|---|
+//! | `fields/create_dispatch_plain_32b` | 85.4 µs | [81.9, 89.5] | — |
+//! | `fields/create_dispatch_encrypted_32b` | 112.5 µs | [98.7, 129.3] | +27 µs over plain: target ≤ 3 µs per field ✘ not shown (see below) |
+//! | `fields/create_library_plain_32b` | 84.6 µs | [79.8, 89.5] | — |
+//! | `fields/create_library_encrypted_32b` | 83.8 µs | [75.6, 93.4] | no difference measurable over the noise |
+//! | `fields/get_dispatch_uncached` | 6.6 µs | [5.4, 8.1] | marker only |
+//! | `fields/decrypt_dispatch_1_field` | 23.6 µs | [21.0, 26.8] | +17 µs over `get`: vault open and one more audit record |
+//! | `fields/reenvelope_batch_500` | 36.8 ms | [33.2, 40.7] | ≈ 13,600 values/s: target ≥ 20,000/s ✘ |
+//!
+//! What the misses mean (measured on a machine at load 8–11, so the intervals overlap):
+//! - **create overhead**: the library pair (same work without the front door) shows no
+//!   difference above the noise, while the dispatch pair differs by 27 µs with intervals 10–40 µs
+//!   wide; the sealing itself (one XChaCha20-Poly1305 seal of 32 bytes, a cached key lookup) is
+//!   about a microsecond, and the projection adds one `fabric_fields` insert and one read of the
+//!   version's envelopes. The ≤ 3 µs target is neither met nor refuted here: re-measure on a quiet
+//!   machine.
+//! - **re-envelope**: ≈ 73 µs per value. Besides the vault's rewrap (≈ 2 µs), each value's
+//!   marker version is updated in `fabric_objects` (read, parse and rewrite of the object's
+//!   `data`) inside the batch's transaction; that rewrite dominates. Keeping the version only in
+//!   `fabric_fields` (and composing the marker on read) would remove it.
 
 #![allow(
     clippy::unwrap_used,

@@ -524,6 +524,12 @@ impl Command for FieldsDecrypt {
                     "give either `id` or `ids`, not both",
                 ));
             }
+            None if input.ids.is_empty() => {
+                return Err(CommandError::new(
+                    "InvalidInput",
+                    "name the object: `id`, or `ids` for a bulk decrypt",
+                ));
+            }
             None => input.ids,
         };
         let max_bulk = snap

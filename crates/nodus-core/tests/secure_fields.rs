@@ -420,6 +420,14 @@ fn bulk_decrypt_only_up_to_the_policy_cap() {
     )
     .unwrap_err();
     assert_eq!(code, "BulkDecryptDenied");
+    // Naming no object, or both forms, is bad input.
+    for bad in [
+        json!({"type": "client", "fields": ["notes"]}),
+        json!({"type": "client", "id": "c0", "ids": ["c1"], "fields": ["notes"]}),
+    ] {
+        let (code, _) = call(&n, &admin, "fields.decrypt", bad).unwrap_err();
+        assert_eq!(code, "InvalidInput");
+    }
 }
 
 #[test]
