@@ -71,6 +71,9 @@ pub struct NodusBuilder {
     record_latency: bool,
     sync_dir: Option<PathBuf>,
     config_domains: Vec<nodus_fabric::config::ConfigDomain>,
+    /// The rotation schedule's interval and clock (`field_commands.rs`).
+    key_schedule: Option<(Duration, crate::field_commands::ScheduleClock)>,
+    key_usage_limit: Option<u64>,
 }
 
 impl std::fmt::Debug for NodusBuilder {
@@ -126,6 +129,38 @@ impl NodusBuilder {
     /// Replace the default software vault.
     pub fn with_vault(mut self, vault: impl SecretVault + 'static) -> Self {
         self.vault = Some(Arc::new(vault));
+        self
+    }
+
+    /// Runs the key rotation schedule: a thread the instance owns (joined on shutdown) calls
+    /// [`Nodus::rotate_due_keys`] every `interval` with the system time, rotating each tenant key
+    /// older than the tenant's `security.keys.rotation_days` and re-enveloping its ciphertext.
+    /// Off unless called.
+    pub fn key_rotation_schedule(self, interval: Duration) -> Self {
+        self.key_rotation_schedule_with_clock(interval, || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                .unwrap_or(0)
+        })
+    }
+
+    /// As [`key_rotation_schedule`](Self::key_rotation_schedule), reading the time (unix ms)
+    /// from `clock` — a test's clock, so that tests do not wait for days.
+    pub fn key_rotation_schedule_with_clock(
+        mut self,
+        interval: Duration,
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        self.key_schedule = Some((interval.max(Duration::from_millis(1)), Arc::new(clock)));
+        self
+    }
+
+    /// The usage limit per key version `keys.list` warns against (default
+    /// [`AEAD_USAGE_LIMIT`](crate::field_commands::AEAD_USAGE_LIMIT)); lower it to exercise the
+    /// warning.
+    pub fn key_usage_limit(mut self, limit: u64) -> Self {
+        self.key_usage_limit = Some(limit);
         self
     }
 
@@ -275,6 +310,17 @@ impl NodusBuilder {
             commands.register(DocsHistory(weak.clone()), &scheme)?;
         }
         {
+            use crate::field_commands::*;
+            commands.register(FieldsDecrypt(weak.clone()), &scheme)?;
+            commands.register(FieldsRotateKeys(weak.clone()), &scheme)?;
+            commands.register(KeysList(weak.clone()), &scheme)?;
+            commands.register(KeysRotate(weak.clone()), &scheme)?;
+            commands.register(KeysDestroyVersion(weak.clone()), &scheme)?;
+            commands.register(KeysMinDecryptionVersion(weak.clone()), &scheme)?;
+            commands.register(JobsStatus(weak.clone()), &scheme)?;
+            commands.register(JobsCancel(weak.clone()), &scheme)?;
+        }
+        {
             use crate::sync_commands::*;
             commands.register(SyncKeys(weak.clone()), &scheme)?;
             commands.register(SyncExport(weak.clone()), &scheme)?;
@@ -284,6 +330,10 @@ impl NodusBuilder {
             commands.register(SyncRecheck(weak.clone()), &scheme)?;
             commands.register(SyncStatusCommand(weak.clone()), &scheme)?;
         }
+        // Interned before the snapshots are compiled, so that its check takes the bitset path.
+        policy
+            .symbols()
+            .permission(crate::field_commands::FORCE_DESTROY_PERMISSION);
         for register in self.registrations {
             register(&commands, &scheme)?;
         }
@@ -414,6 +464,24 @@ impl NodusBuilder {
             None => Arc::new(QuickStateStore::new("objects", cache_config)),
         };
         let default_class = policy.symbols().rate_class("default");
+        // Every key-scope refusal a host meets through `nodus.vault()` leaves an audit record.
+        let vault: Arc<dyn SecretVault> = Arc::new(crate::AuditedVault::new(vault, audit.clone()));
+        // Encrypted fields: sealed with the instance's vault; writing one needs a role in the
+        // tenant's `security.fields.allow_encrypted_write`.
+        {
+            let symbols = policy.symbols().clone();
+            fabric.enable_encrypted_fields(nodus_fabric::objects::FieldSealing::new(
+                vault.clone(),
+                move |snap, subject| {
+                    crate::field_commands::has_listed_role(
+                        &symbols,
+                        snap,
+                        subject,
+                        "security.fields.allow_encrypted_write",
+                    )
+                },
+            ));
+        }
         let inner = Arc::new(Inner {
             id: next_instance_id(),
             policy,
@@ -421,8 +489,7 @@ impl NodusBuilder {
             commands,
             issuer: nodus_registry::commands::ContextIssuer::new(),
             watcher: Mutex::new(None),
-            // Every key-scope refusal a host meets through `nodus.vault()` leaves an audit record.
-            vault: Arc::new(crate::AuditedVault::new(vault, audit.clone())),
+            vault,
             audit,
             events: EventBus::new(),
             plugins: PluginRegistry::new(),
@@ -443,12 +510,26 @@ impl NodusBuilder {
             objects_cache,
             node,
             sync,
+            fields: crate::field_commands::FieldState::new(
+                self.key_usage_limit
+                    .unwrap_or(crate::field_commands::AEAD_USAGE_LIMIT),
+            ),
         });
         let _ = weak.0.set(Arc::downgrade(&inner));
         let nodus = Nodus { inner };
         // Initial visibility of components per tenant (audited like any later change).
         let now = nodus.now_ms();
         nodus.revalidate_extensions(now)?;
+        // Re-envelope jobs a previous process left running go on from their last batch.
+        nodus.resume_jobs();
+        if let Some((interval, clock)) = self.key_schedule {
+            nodus
+                .start_schedule(interval, clock)
+                .map_err(|source| BuildError::DataDir {
+                    path: "<key schedule thread>".into(),
+                    source,
+                })?;
+        }
         Ok(nodus)
     }
 }

@@ -9,6 +9,7 @@ pub mod config_commands;
 pub mod docs_commands;
 mod error;
 pub mod fabric_commands;
+pub mod field_commands;
 mod node;
 mod nodus;
 #[cfg(feature = "policy-layer")]

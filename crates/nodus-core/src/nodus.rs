@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     pub(crate) sync: Option<Arc<crate::sync_commands::SyncState>>,
     /// The policy directory watcher, when `watch_policy` started one.
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
+    /// Encrypted fields: decrypted-value cache, re-envelope worker, rotation schedule.
+    pub(crate) fields: crate::field_commands::FieldState,
 }
 
 impl Inner {
@@ -139,6 +141,8 @@ impl Inner {
             w.stop();
         }
         self.closed.store(true, Ordering::SeqCst);
+        // The re-envelope worker and the key schedule stop before the audit log closes.
+        self.fields.stop();
         let flushed = self.audit.flush().map(|_| ());
         let stopped = self.audit.shutdown();
         self.clock.stop();
@@ -749,6 +753,8 @@ impl Nodus {
                 if let Ok(config) = objects_cache_config(&system) {
                     self.inner.objects_cache.configure(config);
                 }
+                // Decrypted field values are never served across a policy change.
+                self.inner.fields.flush_all();
                 let scheme = system.label_scheme().clone();
                 let changes = self.inner.commands.revalidate(&scheme);
                 self.revalidate_extensions(time_ms)?;

@@ -384,7 +384,7 @@ fn a_label_the_new_policy_cannot_parse_quarantines_the_command() {
         DenyReason::Quarantined
     );
     // Kept and visible to an admin, with the reason; not deleted.
-    assert_eq!(n.commands().len(), 36); // 4 host commands and 32 built-ins
+    assert_eq!(n.commands().len(), 44); // 4 host commands and 40 built-ins
     let info = n
         .commands()
         .into_iter()

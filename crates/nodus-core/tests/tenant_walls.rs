@@ -87,6 +87,23 @@ const BUILTINS: &[(&str, &str)] = &[
         r#"{"bundle_id":"00000000000000000000000000000000"}"#,
     ),
     ("sync.recheck", "{}"),
+    (
+        "fields.decrypt",
+        r#"{"type":"case","id":"shared-id","fields":["title"]}"#,
+    ),
+    ("fields.rotate_keys", r#"{"purpose":"fields"}"#),
+    ("keys.list", "{}"),
+    ("keys.rotate", r#"{"purpose":"fields"}"#),
+    (
+        "keys.destroy_version",
+        r#"{"purpose":"fields","version":1}"#,
+    ),
+    (
+        "keys.min_decryption_version",
+        r#"{"purpose":"fields","version":1}"#,
+    ),
+    ("jobs.status", r#"{"job":"j0"}"#),
+    ("jobs.cancel", r#"{"job":"j0"}"#),
     ("sync.status", "{}"),
 ];
 

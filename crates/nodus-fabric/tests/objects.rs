@@ -426,7 +426,7 @@ fn bad_input_is_refused_with_clear_errors() {
         .unwrap_err();
     assert_eq!(
         err,
-        FabricError::EncryptedFieldNotSupportedYet {
+        FabricError::NoFieldVault {
             type_name: "note".into(),
             field: "secret".into()
         }
@@ -495,7 +495,7 @@ fn bad_input_is_refused_with_clear_errors() {
         f.get(&t, &snap, &other, "note", "x").unwrap_err(),
         FabricError::TenantMismatch
     );
-    // Update refuses encrypted values too.
+    // Without a vault, update refuses encrypted values too.
     f.create(
         &t,
         &snap,
@@ -517,7 +517,7 @@ fn bad_input_is_refused_with_clear_errors() {
             json!({"title": "e", "secret": "x"})
         )
         .unwrap_err(),
-        FabricError::EncryptedFieldNotSupportedYet { .. }
+        FabricError::NoFieldVault { .. }
     ));
 }
 

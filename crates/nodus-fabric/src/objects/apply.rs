@@ -31,6 +31,9 @@ struct ObjectPayload {
     set: Map<String, Value>,
     #[serde(default)]
     unset: Vec<String>,
+    /// Envelopes of encrypted fields by field (`objects/fields.rs`).
+    #[serde(default)]
+    sealed: Map<String, Value>,
 }
 
 /// Applies one event. `Ok(false)` when the event is of a fabric kind but its payload is not
@@ -41,6 +44,7 @@ pub(crate) fn apply_event(conn: &Connection, tenant: &TenantId, e: &Event) -> Re
         OBJECT_CREATED | OBJECT_UPDATED | OBJECT_DELETED => {
             apply_object(conn, tenant, e).map(|r| r.is_some())
         }
+        super::fields::FIELD_REWRAPPED => super::fields::apply_rewrap(conn, tenant, e),
         _ => Ok(true),
     }
 }
@@ -212,6 +216,8 @@ pub(crate) fn apply_object(
         ..VersionRow::default()
     });
     let s = stamp(e);
+    // Encrypted fields: whether this event may drop stored envelopes (`objects/fields.rs`).
+    let may_drop = !p.unset.is_empty() || (existed && e.kind.as_str() == OBJECT_CREATED);
     row.version = row.version.saturating_add(1);
     let (kind, change) = match e.kind.as_str() {
         OBJECT_CREATED => {
@@ -262,6 +268,16 @@ pub(crate) fn apply_object(
         }
     };
     save_row(conn, tenant, &p.type_name, &p.id, &row, existed)?;
+    super::fields::apply_object_fields(
+        conn,
+        tenant,
+        &p.type_name,
+        &p.id,
+        &row,
+        &p.sealed,
+        may_drop,
+        &s,
+    )?;
     conn.prepare_cached(
         "INSERT OR IGNORE INTO fabric_history (tenant, type, id, stamp, label, kind, change)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

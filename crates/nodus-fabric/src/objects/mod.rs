@@ -17,6 +17,7 @@
 
 mod apply;
 mod codes;
+mod fields;
 mod query;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,10 @@ use crate::log::{EventLogError, IngestReport};
 use crate::sqlite::SqliteEventLog;
 use crate::types::{TypeDef, TypeDoc, TypeError, TypeName, ValidationIssue};
 
+pub use fields::{
+    BatchReport, FIELD_REWRAPPED, FieldJob, FieldSealing, JobState, MARKER, WriteCheck, is_marker,
+    marker,
+};
 pub use query::{Direction, ListQuery, Op, Page, Predicate};
 
 /// Most bytes (UTF-8) an object id may have.
@@ -54,7 +59,7 @@ pub const OBJECT_DELETED: &str = "object.deleted";
 
 /// The layout of the projection tables; a database whose projections were written under another
 /// layout has them rebuilt from the log when it is opened.
-const PROJECTION_VERSION: &str = "2";
+const PROJECTION_VERSION: &str = "3";
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS fabric_meta (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
@@ -110,12 +115,14 @@ CREATE TABLE IF NOT EXISTS fabric_history (
 ";
 
 /// The projection tables, in the order [`Fabric::projection_rows`] reports them.
-pub const PROJECTION_TABLES: [&str; 5] = [
+pub const PROJECTION_TABLES: [&str; 6] = [
     "fabric_types",
     "fabric_objects",
     "fabric_index",
     "fabric_labels",
     "fabric_history",
+    // Encrypted fields' envelopes (`objects/fields.rs`).
+    "fabric_fields",
 ];
 
 /// Why a fabric operation failed. Messages are lowercase and name the type, id or field in
@@ -189,15 +196,67 @@ pub enum FabricError {
         /// Why.
         reason: &'static str,
     },
-    /// An encrypted field was given a value; sealing fields comes with the vault integration.
+    /// An encrypted field was given a value, and this fabric has no vault to seal it
+    /// ([`Fabric::enable_encrypted_fields`] was not called).
     #[error(
-        "field `{field}` of type `{type_name}` is encrypted, and encrypted fields are not supported yet: leave it out"
+        "field `{field}` of type `{type_name}` is encrypted and this fabric has no vault to seal it"
     )]
-    EncryptedFieldNotSupportedYet {
+    NoFieldVault {
         /// The type.
         type_name: String,
         /// The field.
         field: String,
+    },
+    /// The subject may not write (set, change or remove) an encrypted field.
+    #[error(
+        "writing the encrypted field `{field}` of type `{type_name}` needs a role in `security.fields.allow_encrypted_write`"
+    )]
+    EncryptedWriteDenied {
+        /// The type.
+        type_name: String,
+        /// The field.
+        field: String,
+    },
+    /// An encrypted field was given a marker other than the one stored for it (markers can only
+    /// be given back unchanged; a ciphertext cannot be moved by copying its marker).
+    #[error(
+        "field `{field}` of type `{type_name}`: an encryption marker can only be given back unchanged"
+    )]
+    BadMarker {
+        /// The type.
+        type_name: String,
+        /// The field.
+        field: String,
+    },
+    /// The vault refused to seal a field (its code says why; never the value).
+    #[error("sealing field `{field}` of type `{type_name}` failed: vault error `{code}`")]
+    SealFailed {
+        /// The type.
+        type_name: String,
+        /// The field.
+        field: String,
+        /// The vault error's code.
+        code: &'static str,
+    },
+    /// A decrypt named a field that is not encrypted.
+    #[error("field `{field}` of type `{type_name}` is not encrypted")]
+    NotEncrypted {
+        /// The type.
+        type_name: String,
+        /// The field.
+        field: String,
+    },
+    /// No re-envelope job with this id in the tenant.
+    #[error("no job `{job}`")]
+    JobNotFound {
+        /// The job id.
+        job: String,
+    },
+    /// The job is not running (done or cancelled).
+    #[error("job `{job}` is not running")]
+    JobNotRunning {
+        /// The job id.
+        job: String,
     },
     /// A filter or sort names a field that is not marked `indexed`.
     #[error("field `{field}` is not indexed: it cannot be filtered or sorted on")]
@@ -357,6 +416,8 @@ pub struct Fabric {
     log: Arc<SqliteEventLog>,
     types: Mutex<TypeCache>,
     projectors: parking_lot::RwLock<Vec<Arc<dyn Projector>>>,
+    /// The vault and write check for encrypted fields (`objects/fields.rs`).
+    sealing: std::sync::OnceLock<FieldSealing>,
 }
 
 /// Projections kept beside the fabric's own in the log's database (a CRDT document store, say):
@@ -525,23 +586,6 @@ fn check_subject(tenant: &TenantId, snap: &PolicySnapshot, subject: &Subject) ->
     Ok(())
 }
 
-/// Refuses encrypted fields and invalid data.
-fn check_data(def: &TypeDef, data: &Map<String, Value>) -> Result<()> {
-    for field in def.encrypted_fields() {
-        if data.contains_key(field) {
-            return Err(FabricError::EncryptedFieldNotSupportedYet {
-                type_name: def.name().to_string(),
-                field: field.to_owned(),
-            });
-        }
-    }
-    def.validate(&Value::Object(data.clone()))
-        .map_err(|issues| FabricError::Invalid {
-            type_name: def.name().to_string(),
-            issues,
-        })
-}
-
 fn into_object(def: &TypeDef, data: Value) -> Result<Map<String, Value>> {
     match data {
         Value::Object(m) => Ok(m),
@@ -653,6 +697,7 @@ impl Fabric {
                 }
             }
             c.execute_batch(SCHEMA)?;
+            c.execute_batch(fields::SCHEMA)?;
             c.execute(
                 "INSERT INTO fabric_meta (k, v) VALUES ('projection_version', ?1)
                  ON CONFLICT (k) DO UPDATE SET v = excluded.v",
@@ -664,6 +709,7 @@ impl Fabric {
             log,
             types: Mutex::new(HashMap::new()),
             projectors: parking_lot::RwLock::new(Vec::new()),
+            sealing: std::sync::OnceLock::new(),
         };
         if stale {
             for tenant in fabric.log.tenants()? {
@@ -825,16 +871,9 @@ impl Fabric {
         for d in datas {
             let data: Value =
                 serde_json::from_str(&d).map_err(|_| corrupt(format!("type `{}`", def.name())))?;
-            if let Value::Object(m) = &data {
-                for f in def.encrypted_fields() {
-                    if m.contains_key(f) {
-                        *broken
-                            .entry((format!("/{f}"), "encrypted".into()))
-                            .or_default() += 1;
-                    }
-                }
-            }
-            if let Err(issues) = def.validate(&data) {
+            if let Value::Object(m) = &data
+                && let Err(FabricError::Invalid { issues, .. }) = fields::validate(def, m)
+            {
                 for i in issues {
                     *broken.entry((i.path, i.rule)).or_default() += 1;
                 }
@@ -898,7 +937,7 @@ impl Fabric {
     /// # Errors
     /// [`FabricError::UnknownType`], [`FabricError::InvalidId`], [`FabricError::BadLabel`],
     /// [`FabricError::WriteDenied`], [`FabricError::NotAnObject`],
-    /// [`FabricError::EncryptedFieldNotSupportedYet`], [`FabricError::Invalid`],
+    /// [`FabricError::EncryptedWriteDenied`], [`FabricError::BadMarker`], [`FabricError::Invalid`],
     /// [`FabricError::AlreadyExists`], [`FabricError::TenantMismatch`],
     /// [`FabricError::StaleSubject`], [`FabricError::Log`].
     #[allow(clippy::too_many_arguments)]
@@ -932,10 +971,20 @@ impl Fabric {
         if !(snap.can_read(subject, label) && snap.can_write(subject, label)) {
             return Err(FabricError::WriteDenied { label: label_text });
         }
-        let data = into_object(&def, data)?;
-        check_data(&def, &data)?;
+        let mut data = into_object(&def, data)?;
+        let sealed = fields::seal(
+            self.sealing.get(),
+            tenant,
+            snap,
+            subject,
+            &def,
+            &id,
+            &mut data,
+            None,
+        )?;
         let tname = def.name().to_string();
-        let payload = serde_json::json!({"type": tname, "id": id, "data": data});
+        let mut payload = serde_json::json!({"type": tname, "id": id, "data": data});
+        fields::attach(&mut payload, sealed);
         let ev = NewEvent::new(
             kind(OBJECT_CREATED)?,
             entity(&tname, &id)?,
@@ -1003,7 +1052,7 @@ impl Fabric {
     /// # Errors
     /// [`FabricError::NotFound`], [`FabricError::Conflict`] (naming both versions),
     /// [`FabricError::WriteDenied`], [`FabricError::NotAnObject`],
-    /// [`FabricError::EncryptedFieldNotSupportedYet`], [`FabricError::Invalid`], and as
+    /// [`FabricError::EncryptedWriteDenied`], [`FabricError::BadMarker`], [`FabricError::Invalid`], and as
     /// [`get`](Self::get).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
@@ -1034,14 +1083,30 @@ impl Fabric {
                 data.insert(k.clone(), v.clone());
             }
         }
-        check_data(&def, &data)?;
+        let envelopes = if def.encrypted_fields().next().is_some() {
+            self.read(|c| fields::load_envelopes(c, tenant, &tname, id, &row.label))?
+        } else {
+            BTreeMap::new()
+        };
+        let sealed = fields::seal(
+            self.sealing.get(),
+            tenant,
+            snap,
+            subject,
+            &def,
+            id,
+            &mut data,
+            Some((&row.data, &envelopes)),
+        )?;
         let set: Map<String, Value> = data
             .iter()
-            .filter(|(k, v)| row.data.get(*k) != Some(*v))
+            // A field sealed anew is a change even if its marker (key, version) is the same.
+            .filter(|(k, v)| row.data.get(*k) != Some(*v) || sealed.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let unset: Vec<&String> = row.data.keys().filter(|k| !data.contains_key(*k)).collect();
-        let payload = serde_json::json!({"type": tname, "id": id, "set": set, "unset": unset});
+        let mut payload = serde_json::json!({"type": tname, "id": id, "set": set, "unset": unset});
+        fields::attach(&mut payload, sealed);
         let ev = NewEvent::new(
             kind(OBJECT_UPDATED)?,
             entity(&tname, id)?,
