@@ -70,6 +70,8 @@ pub struct NodusBuilder {
     trust: Option<TrustStore>,
     record_latency: bool,
     sync_dir: Option<PathBuf>,
+    live_sync: Option<Arc<dyn nodus_sync::DiffTransport>>,
+    live_sync_options: crate::LiveSyncOptions,
 }
 
 impl std::fmt::Debug for NodusBuilder {
@@ -170,6 +172,22 @@ impl NodusBuilder {
     /// `nodus_dispatch_seconds` histogram. Off by default: the hot path reads no clock.
     pub fn record_latency(mut self, on: bool) -> Self {
         self.record_latency = on;
+        self
+    }
+
+    /// Live sync over `transport`: the instance starts a sync agent (one thread, joined on
+    /// shutdown) that publishes this node's events of each synced tenant as signed batches and
+    /// applies its trusted peers' (see [`crate::sync_agent`]). Needs a sync directory (a data
+    /// directory, or [`sync_dir`](Self::sync_dir)): peers are trusted there.
+    pub fn sync(mut self, transport: impl nodus_sync::DiffTransport + 'static) -> Self {
+        self.live_sync = Some(Arc::new(transport));
+        self
+    }
+
+    /// How the live sync agent paces itself and which tenants it syncs (default: every tenant of
+    /// the policy at start).
+    pub fn live_sync_options(mut self, options: crate::LiveSyncOptions) -> Self {
+        self.live_sync_options = options;
         self
     }
 
@@ -378,6 +396,7 @@ impl NodusBuilder {
             commands,
             issuer: nodus_registry::commands::ContextIssuer::new(),
             watcher: Mutex::new(None),
+            sync_agent: Mutex::new(None),
             // Every key-scope refusal a host meets through `nodus.vault()` leaves an audit record.
             vault: Arc::new(crate::AuditedVault::new(vault, audit.clone())),
             audit,
@@ -404,6 +423,20 @@ impl NodusBuilder {
         // Initial visibility of components per tenant (audited like any later change).
         let now = nodus.now_ms();
         nodus.revalidate_extensions(now)?;
+        if let Some(transport) = self.live_sync {
+            if nodus.inner.sync.is_none() {
+                return Err(setting_err(
+                    "sync",
+                    "live sync needs a sync directory (a data directory or `sync_dir`)",
+                ));
+            }
+            let agent = crate::sync_agent::start(&nodus, transport, self.live_sync_options)
+                .map_err(|e| BuildError::DataDir {
+                    path: "<sync agent thread>".into(),
+                    source: e,
+                })?;
+            *nodus.inner.sync_agent.lock() = Some(agent);
+        }
         Ok(nodus)
     }
 }

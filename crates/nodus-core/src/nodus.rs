@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub(crate) sync: Option<Arc<crate::sync_commands::SyncState>>,
     /// The policy directory watcher, when `watch_policy` started one.
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
+    /// The live sync agent, when the builder was given a transport.
+    pub(crate) sync_agent: Mutex<Option<crate::sync_agent::AgentHandle>>,
 }
 
 impl Inner {
@@ -129,6 +131,10 @@ impl Inner {
             return Ok(());
         }
         *done = true;
+        // The live sync agent stops first (joined), so its last records reach the audit log.
+        if let Some(mut agent) = self.sync_agent.lock().take() {
+            agent.stop();
+        }
         // No reload may start once the audit log is closing.
         if let Some(w) = self.watcher.lock().take() {
             w.stop();
