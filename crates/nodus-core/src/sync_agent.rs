@@ -335,7 +335,7 @@ fn run(
         if n.is_shut_down() {
             return;
         }
-        agent.refresh_trust(&n);
+        agent.refresh_trust(&n, Duration::from_secs(1));
         let mut busy = false;
         let wait = agent.options.poll / u32::try_from(states.len().max(1)).unwrap_or(1);
         for st in &mut states {
@@ -359,11 +359,8 @@ fn now_unix() -> u64 {
 
 impl Agent {
     /// The trust store of live batches: the instance's sync peers, re-read every second.
-    fn refresh_trust(&mut self, n: &Nodus) {
-        if self
-            .trust_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+    fn refresh_trust(&mut self, n: &Nodus, every: Duration) {
+        if self.trust_at.is_some_and(|t| t.elapsed() < every) {
             return;
         }
         self.trust_at = Some(Instant::now());
@@ -602,13 +599,25 @@ impl Agent {
         );
     }
 
-    fn receive(&self, n: &Nodus, st: &mut TenantState, batch: &SignedBatch) {
+    fn receive(&mut self, n: &Nodus, st: &mut TenantState, batch: &SignedBatch) {
         // Our own batches come back on the shared subject.
         if batch.peek().is_ok_and(|h| h.sender == self.key_id) {
             return;
         }
         st.counters.batches_in.fetch_add(1, Ordering::Relaxed);
-        let verified = match verify_batch(batch, &st.tenant, &self.trust, now_unix()) {
+        let mut verified = verify_batch(batch, &st.tenant, &self.trust, now_unix());
+        if let Err(e) = &verified
+            && matches!(
+                e.code(),
+                "untrusted_key" | "revoked_key" | "key_not_for_tenant"
+            )
+        {
+            // The trust store may have changed since it was read (a peer just trusted or
+            // revoked): read it again, at most every 50 ms, before deciding.
+            self.refresh_trust(n, Duration::from_millis(50));
+            verified = verify_batch(batch, &st.tenant, &self.trust, now_unix());
+        }
+        let verified = match verified {
             Ok(b) => b,
             Err(e) => {
                 self.reject(n, st, batch, e.code(), e.to_string());
