@@ -76,8 +76,16 @@ fn unavailable(what: &str, e: impl std::fmt::Display) -> TransportError {
 /// by default: the sender's own event log is what keeps events until peers report them applied.
 pub struct NatsTransport {
     rt: Arc<tokio::runtime::Runtime>,
-    js: jetstream::Context,
+    /// Always `Some` but in `drop` (the client must be dropped inside its runtime).
+    js: Option<jetstream::Context>,
     config: NatsConfig,
+}
+
+impl Drop for NatsTransport {
+    fn drop(&mut self) {
+        let _inside = self.rt.enter();
+        drop(self.js.take());
+    }
 }
 
 impl std::fmt::Debug for NatsTransport {
@@ -120,7 +128,7 @@ impl NatsTransport {
         })?;
         Ok(NatsTransport {
             rt: Arc::new(rt),
-            js,
+            js: Some(js),
             config,
         })
     }
@@ -135,13 +143,17 @@ impl NatsTransport {
     /// # Errors
     /// [`TransportError::Unavailable`].
     pub fn delete_stream(&self) -> Result<(), TransportError> {
+        let js = self.js()?;
         self.rt.block_on(async {
-            self.js
-                .delete_stream(&self.config.stream)
+            js.delete_stream(&self.config.stream)
                 .await
                 .map(|_| ())
                 .map_err(|e| unavailable("delete stream", e))
         })
+    }
+
+    fn js(&self) -> Result<&jetstream::Context, TransportError> {
+        self.js.as_ref().ok_or(TransportError::Closed)
     }
 
     fn subject(&self, tenant: &TenantId) -> String {
@@ -179,10 +191,10 @@ impl DiffTransport for NatsTransport {
         let subject = self.subject(tenant);
         let payload = batch.as_bytes().to_vec();
         let timeout = self.config.op_timeout;
+        let js = self.js()?;
         self.rt.block_on(async {
             let ack = tokio::time::timeout(timeout, async {
-                self.js
-                    .publish_with_headers(subject, headers, payload.into())
+                js.publish_with_headers(subject, headers, payload.into())
                     .await
                     .map_err(|e| unavailable("publish", e))?
                     .await
@@ -203,10 +215,10 @@ impl DiffTransport for NatsTransport {
         let name = durable_name(subscriber, tenant);
         let subject = self.subject(tenant);
         let timeout = self.config.op_timeout;
+        let js = self.js()?;
         let messages = self.rt.block_on(async {
             tokio::time::timeout(timeout, async {
-                let stream = self
-                    .js
+                let stream = js
                     .get_stream(&self.config.stream)
                     .await
                     .map_err(|e| unavailable("stream", e))?;
@@ -237,7 +249,7 @@ impl DiffTransport for NatsTransport {
         })?;
         Ok(Box::new(NatsSubscription {
             rt: self.rt.clone(),
-            messages,
+            messages: Some(messages),
             from: from.clone(),
             started_ms: now_ms(),
             next_token: 0,
@@ -256,7 +268,8 @@ fn now_ms() -> u64 {
 
 struct NatsSubscription {
     rt: Arc<tokio::runtime::Runtime>,
-    messages: pull::Stream,
+    /// Always `Some` but in `drop` (the stream must be dropped inside its runtime).
+    messages: Option<pull::Stream>,
     /// The subscriber's version vector when it subscribed: event batches it covers are
     /// acknowledged without delivery.
     from: VersionVector,
@@ -264,6 +277,14 @@ struct NatsSubscription {
     next_token: u64,
     unacked: HashMap<u64, jetstream::Message>,
     timeout: Duration,
+}
+
+impl Drop for NatsSubscription {
+    fn drop(&mut self) {
+        let _inside = self.rt.enter();
+        drop(self.messages.take());
+        self.unacked.clear();
+    }
 }
 
 impl NatsSubscription {
@@ -282,9 +303,12 @@ impl Subscription for NatsSubscription {
     fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let Some(messages) = self.messages.as_mut() else {
+                return Err(TransportError::Closed);
+            };
             let got = self
                 .rt
-                .block_on(async { tokio::time::timeout_at(deadline, self.messages.next()).await });
+                .block_on(async { tokio::time::timeout_at(deadline, messages.next()).await });
             let m = match got {
                 Err(_) => return Ok(None),
                 Ok(None) => return Err(TransportError::Closed),
