@@ -24,6 +24,9 @@
 //!    own log what a peer asks for, or what a peer has stopped short of for longer than
 //!    `resend_after`.
 //!
+//! After each ingest that applied or held events, the event bus carries `sync.applied` (tenant
+//! scoped): `{"applied": n, "pending": n, "heads": {"<chain>": highest seq applied}}`.
+//!
 //! Metrics (through the `metrics` facade, when the host installed a recorder):
 //! `nodus_sync_batches_total{tenant, direction, kind}`, `nodus_sync_events_applied_total{tenant}`,
 //! `nodus_sync_duplicates_total{tenant}`, `nodus_sync_rejections_total{tenant, reason}` and the
@@ -748,10 +751,15 @@ impl Agent {
             );
         }
         if !log.applied.is_empty() || !log.pending.is_empty() {
+            let mut heads: BTreeMap<String, u64> = BTreeMap::new();
+            for e in &log.applied {
+                let h = heads.entry(e.chain().to_string()).or_default();
+                *h = (*h).max(e.seq);
+            }
             let _ = n.inner.events.publish(
                 "sync.applied",
                 Some(&tenant),
-                serde_json::json!({ "applied": applied, "pending": log.pending.len() }),
+                serde_json::json!({ "applied": applied, "pending": log.pending.len(), "heads": heads }),
             );
         }
     }

@@ -14,74 +14,13 @@
 mod live_common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use live_common::*;
 use nodus_core::Nodus;
-use nodus_core::TenantId;
-use nodus_core::fabric::VersionVector;
-use nodus_core::sync::transport::{
-    Delivery, DiffTransport, NatsConfig, NatsTransport, SignedBatch, Subscription, TransportError,
-};
+use nodus_core::sync::transport::{NatsConfig, NatsTransport, Switched};
 use rand::RngExt;
 use serde_json::json;
-
-/// A node's own connection, which the test can cut: while down, publishing and subscribing fail
-/// and open subscriptions error (the agent drops them and subscribes again later).
-#[derive(Clone)]
-struct Flaky {
-    inner: Arc<NatsTransport>,
-    up: Arc<AtomicBool>,
-}
-
-fn down() -> TransportError {
-    TransportError::Unavailable("cut by the test".into())
-}
-
-impl DiffTransport for Flaky {
-    fn publish(&self, tenant: &TenantId, batch: &SignedBatch) -> Result<(), TransportError> {
-        if !self.up.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.publish(tenant, batch)
-    }
-    fn subscribe(
-        &self,
-        tenant: &TenantId,
-        subscriber: &str,
-        from: &VersionVector,
-    ) -> Result<Box<dyn Subscription>, TransportError> {
-        if !self.up.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        Ok(Box::new(FlakySub {
-            inner: self.inner.subscribe(tenant, subscriber, from)?,
-            up: self.up.clone(),
-        }))
-    }
-}
-
-struct FlakySub {
-    inner: Box<dyn Subscription>,
-    up: Arc<AtomicBool>,
-}
-
-impl Subscription for FlakySub {
-    fn next(&mut self, timeout: Duration) -> Result<Option<Delivery>, TransportError> {
-        if !self.up.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.next(timeout)
-    }
-    fn ack(&mut self, delivery: &Delivery) -> Result<(), TransportError> {
-        if !self.up.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.ack(delivery)
-    }
-}
 
 fn config() -> Option<NatsConfig> {
     let Ok(url) = std::env::var("NODUS_NATS_URL") else {
@@ -105,13 +44,10 @@ fn config() -> Option<NatsConfig> {
     )
 }
 
-fn start(dir: &Path, seed: u8, config: &NatsConfig) -> (Nodus, Arc<AtomicBool>) {
-    let up = Arc::new(AtomicBool::new(true));
-    let t = Flaky {
-        inner: Arc::new(NatsTransport::connect(config.clone()).unwrap()),
-        up: up.clone(),
-    };
-    (node(dir, seed, t), up)
+/// A node with its own connection, which the test can cut (the switch).
+fn start(dir: &Path, seed: u8, config: &NatsConfig) -> (Nodus, Switched<NatsTransport>) {
+    let t = Switched::new(NatsTransport::connect(config.clone()).unwrap());
+    (node(dir, seed, t.clone()), t)
 }
 
 /// A random write: create a new object, or update one that exists here (concurrent updates of
@@ -163,7 +99,7 @@ fn three_nodes_converge_over_jetstream_through_cuts_and_a_restart() {
     for round in 0..8 {
         // Cut or restore each connection at random.
         for up in [&up_a, &up_b, &up_c] {
-            up.store(rng.random_bool(0.7), Ordering::SeqCst);
+            up.set_connected(rng.random_bool(0.7));
         }
         let writers = [("a", &a), ("b", &b)];
         std::thread::scope(|s| {
@@ -187,7 +123,7 @@ fn three_nodes_converge_over_jetstream_through_cuts_and_a_restart() {
         std::thread::sleep(Duration::from_millis(150));
         if round == 3 {
             // Restart C: cut it first so nothing is half received, count what it applied, stop it.
-            up_c.store(false, Ordering::SeqCst);
+            up_c.set_connected(false);
             std::thread::sleep(Duration::from_millis(100));
             let old = c.take().unwrap();
             c_applied_before_restart = old.live_sync_status(&tenant()).unwrap().applied;
@@ -202,7 +138,7 @@ fn three_nodes_converge_over_jetstream_through_cuts_and_a_restart() {
     }
     let c = c.unwrap();
     for up in [&up_a, &up_b, &up_c] {
-        up.store(true, Ordering::SeqCst);
+        up.set_connected(true);
     }
     assert!(
         converged(&[&a, &b, &c], Duration::from_secs(30)),

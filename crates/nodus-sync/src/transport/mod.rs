@@ -35,11 +35,13 @@ mod file_drop;
 mod memory;
 #[cfg(feature = "nats")]
 mod nats;
+mod switch;
 
 pub use file_drop::{BATCH_EXTENSION, FileDropTransport};
 pub use memory::MemoryTransport;
 #[cfg(feature = "nats")]
 pub use nats::{NatsConfig, NatsTransport};
+pub use switch::Switched;
 
 /// The first 8 bytes of every batch.
 pub const BATCH_MAGIC: &[u8; 8] = b"NODUSLB1";
