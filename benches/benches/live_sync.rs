@@ -231,8 +231,8 @@ fn main() {
         return;
     }
     let memory = || Switched::new(MemoryTransport::new());
-    latency("memory", || memory());
-    throughput("memory", || memory());
+    latency("memory", memory);
+    throughput("memory", memory);
     nats::run();
 }
 

@@ -261,6 +261,8 @@ struct TenantState {
     counters: Arc<Counters>,
     /// Resent ranges (from seq) → when, so a want is answered at most once per `resend_after`.
     answered: HashMap<u64, Instant>,
+    /// The last ingest (or status) left events waiting after a gap.
+    gap: bool,
 }
 
 struct Agent {
@@ -317,6 +319,7 @@ fn run(
                 held: BTreeSet::new(),
                 counters,
                 answered: HashMap::new(),
+                gap: false,
             }
         })
         .collect();
@@ -527,16 +530,17 @@ impl Agent {
         let periodic = st
             .status_at
             .is_none_or(|t| now.duration_since(t) >= self.options.status_every);
-        let pending = log.pending(&st.tenant).unwrap_or_default();
-        if let Some(v) = self.shared.tenants.lock().get_mut(&st.tenant) {
-            v.pending = pending.len() as u64;
-        }
-        let gap_due = !pending.is_empty()
+        let gap_due = st.gap
             && st
                 .gap_status_at
                 .is_none_or(|t| now.duration_since(t) >= self.options.status_every / 5);
         if !periodic && !gap_due {
             return false;
+        }
+        let pending = log.pending(&st.tenant).unwrap_or_default();
+        st.gap = !pending.is_empty();
+        if let Some(v) = self.shared.tenants.lock().get_mut(&st.tenant) {
+            v.pending = pending.len() as u64;
         }
         let heads: VersionVector = log.high_water_marks(&st.tenant).unwrap_or_default();
         let wants = wants_for(&heads, &pending);
@@ -707,6 +711,7 @@ impl Agent {
             }
         };
         let log = report.log;
+        st.gap |= !log.pending.is_empty();
         let applied = log.applied.len() as u64;
         for e in &log.applied {
             st.held.remove(&e.event_ref());
