@@ -263,6 +263,8 @@ struct TenantState {
     answered: HashMap<u64, Instant>,
     /// The last ingest (or status) left events waiting after a gap.
     gap: bool,
+    /// After a failed publish: not before this.
+    publish_after: Option<Instant>,
 }
 
 struct Agent {
@@ -320,6 +322,7 @@ fn run(
                 counters,
                 answered: HashMap::new(),
                 gap: false,
+                publish_after: None,
             }
         })
         .collect();
@@ -513,7 +516,22 @@ impl Agent {
 
     /// Publishes what this node appended since the last publish.
     fn publish_local(&self, n: &Nodus, st: &mut TenantState) -> bool {
-        let done = self.publish_range(n, st, st.published_seq + 1, u64::MAX);
+        if st.publish_after.is_some_and(|t| Instant::now() < t) {
+            return false;
+        }
+        let head = n
+            .inner
+            .event_log
+            .high_water_marks(&st.tenant)
+            .ok()
+            .and_then(|vv| vv.get(&self.chain).map(|h| h.seq))
+            .unwrap_or(0);
+        if head <= st.published_seq {
+            return false;
+        }
+        let done = self.publish_range(n, st, st.published_seq + 1, head);
+        // A transport that refused waits `retry_after` before it is tried again.
+        st.publish_after = (done < head).then(|| Instant::now() + self.options.retry_after);
         if done > st.published_seq {
             st.published_seq = done;
             if let Some(v) = self.shared.tenants.lock().get_mut(&st.tenant) {
