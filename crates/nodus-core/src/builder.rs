@@ -74,6 +74,8 @@ pub struct NodusBuilder {
     /// The rotation schedule's interval and clock (`field_commands.rs`).
     key_schedule: Option<(Duration, crate::field_commands::ScheduleClock)>,
     key_usage_limit: Option<u64>,
+    live_sync: Option<Arc<dyn nodus_sync::DiffTransport>>,
+    live_sync_options: crate::LiveSyncOptions,
 }
 
 impl std::fmt::Debug for NodusBuilder {
@@ -206,6 +208,22 @@ impl NodusBuilder {
     /// `nodus_dispatch_seconds` histogram. Off by default: the hot path reads no clock.
     pub fn record_latency(mut self, on: bool) -> Self {
         self.record_latency = on;
+        self
+    }
+
+    /// Live sync over `transport`: the instance starts a sync agent (one thread, joined on
+    /// shutdown) that publishes this node's events of each synced tenant as signed batches and
+    /// applies its trusted peers' (see [`crate::sync_agent`]). Needs a sync directory (a data
+    /// directory, or [`sync_dir`](Self::sync_dir)): peers are trusted there.
+    pub fn sync(mut self, transport: impl nodus_sync::DiffTransport + 'static) -> Self {
+        self.live_sync = Some(Arc::new(transport));
+        self
+    }
+
+    /// How the live sync agent paces itself and which tenants it syncs (default: every tenant of
+    /// the policy at start).
+    pub fn live_sync_options(mut self, options: crate::LiveSyncOptions) -> Self {
+        self.live_sync_options = options;
         self
     }
 
@@ -489,6 +507,7 @@ impl NodusBuilder {
             commands,
             issuer: nodus_registry::commands::ContextIssuer::new(),
             watcher: Mutex::new(None),
+            sync_agent: Mutex::new(None),
             vault,
             audit,
             events: EventBus::new(),
@@ -529,6 +548,20 @@ impl NodusBuilder {
                     path: "<key schedule thread>".into(),
                     source,
                 })?;
+        }
+        if let Some(transport) = self.live_sync {
+            if nodus.inner.sync.is_none() {
+                return Err(setting_err(
+                    "sync",
+                    "live sync needs a sync directory (a data directory or `sync_dir`)",
+                ));
+            }
+            let agent = crate::sync_agent::start(&nodus, transport, self.live_sync_options)
+                .map_err(|e| BuildError::DataDir {
+                    path: "<sync agent thread>".into(),
+                    source: e,
+                })?;
+            *nodus.inner.sync_agent.lock() = Some(agent);
         }
         Ok(nodus)
     }

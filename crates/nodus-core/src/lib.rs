@@ -16,6 +16,7 @@ mod nodus;
 mod policy_layer;
 mod policy_view;
 mod signer;
+pub mod sync_agent;
 pub mod sync_commands;
 
 pub use builder::{AUDIT_FILE, FABRIC_FILE, NodusBuilder, VAULT_FILE};
@@ -28,6 +29,7 @@ pub use nodus::Nodus;
 pub use policy_layer::PolicyFilter;
 pub use policy_view::PolicyView;
 pub use signer::AUDIT_KEY_PURPOSE;
+pub use sync_agent::{LivePeer, LiveStatus, LiveSyncOptions};
 
 pub use nodus_fabric as fabric;
 /// Everything a host needs, re-exported from the subsystem crates.

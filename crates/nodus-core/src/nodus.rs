@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     pub(crate) watcher: Mutex<Option<nodus_policy::PolicyWatcher>>,
     /// Encrypted fields: decrypted-value cache, re-envelope worker, rotation schedule.
     pub(crate) fields: crate::field_commands::FieldState,
+    /// The live sync agent, when the builder was given a transport.
+    pub(crate) sync_agent: Mutex<Option<crate::sync_agent::AgentHandle>>,
 }
 
 impl Inner {
@@ -136,6 +138,10 @@ impl Inner {
             return Ok(());
         }
         *done = true;
+        // The live sync agent stops first (joined), so its last records reach the audit log.
+        if let Some(mut agent) = self.sync_agent.lock().take() {
+            agent.stop();
+        }
         // No reload may start once the audit log is closing.
         if let Some(w) = self.watcher.lock().take() {
             w.stop();

@@ -253,10 +253,10 @@ const DOC_TYPE_NOT_ALLOWED: &str = "document type not allowed";
 /// label scheme, or is not dominated by the ceiling, is quarantined; so is an object event of a
 /// type the tenant does not know, and a document event of a type `crdt.allowed_types` does not
 /// allow.
-struct PolicyAdmission<'a> {
-    snap: &'a PolicySnapshot,
-    ceiling: Label,
-    known_types: BTreeSet<String>,
+pub(crate) struct PolicyAdmission<'a> {
+    pub(crate) snap: &'a PolicySnapshot,
+    pub(crate) ceiling: Label,
+    pub(crate) known_types: BTreeSet<String>,
 }
 
 impl Admission for PolicyAdmission<'_> {
@@ -393,6 +393,11 @@ impl SyncState {
             }
         });
         Ok(state)
+    }
+
+    /// The node's batch and bundle signer (the node key in the vault).
+    pub(crate) fn signer(&self) -> &VaultBundleSigner {
+        &self.signer
     }
 
     fn keys(&self) -> PeerKeys {
@@ -1467,6 +1472,9 @@ pub struct SyncStatus {
     pub quarantined: u64,
     /// Every peer, with the last exchange of this tenant with it.
     pub peers: Vec<PeerStatus>,
+    /// Live sync of this tenant, when the instance runs a sync agent
+    /// ([`NodusBuilder::sync`](crate::NodusBuilder::sync)): counters and the live peers.
+    pub live: Option<crate::sync_agent::LiveStatus>,
 }
 
 /// `sync.status`: the air-gap posture report of the caller's tenant — staged vs activated
@@ -1573,6 +1581,7 @@ impl Command for SyncStatusCommand {
             exported: exported.into_iter().map(|(b, _)| b).collect(),
             quarantined,
             peers,
+            live: crate::sync_agent::live_status(&n, tenant),
         })
     }
 }

@@ -5,6 +5,7 @@ mod error;
 mod export;
 pub mod format;
 mod import;
+pub mod transport;
 mod trust;
 mod verify;
 
@@ -17,6 +18,10 @@ pub use format::{BundleId, BundleIdError, EntryKind};
 pub use import::{
     ActivateReport, Admission, AdmitAll, Decision, Importer, LedgerEntry, QuarantinedEvent,
     ReleaseReport, StagedBundle,
+};
+pub use transport::{
+    Batch, BatchBody, BatchError, DiffTransport, FileDropTransport, MemoryTransport, PeerStatus,
+    SignedBatch, Subscription, TransportError, Want,
 };
 pub use trust::{
     BundleSigner, Clock, Ed25519BundleSigner, FixedClock, SignerError, SystemClock, TrustStore,
