@@ -127,6 +127,11 @@ fn benches(c: &mut Criterion) {
     });
 
     let raw = rusqlite::Connection::open(dir.path().join("raw.db")).unwrap();
+    raw.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {};",
+        nodus_fabric::CHECKPOINT_PAGES
+    ))
+    .unwrap();
     raw.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
          CREATE TABLE events (tenant TEXT NOT NULL, node BLOB NOT NULL, incarnation BLOB NOT NULL,
@@ -449,6 +454,13 @@ fn objects_floor(c: &mut Criterion) {
     });
 
     let mut raw = rusqlite::Connection::open(dir.path().join("raw_objects.db")).unwrap();
+    // The same checkpoint interval as `SqliteEventLog` (`CHECKPOINT_PAGES`), so the ratio to the
+    // floor compares the rows written, not the checkpoint settings.
+    raw.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = {};",
+        nodus_fabric::CHECKPOINT_PAGES
+    ))
+    .unwrap();
     raw.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
          CREATE TABLE events (tenant TEXT NOT NULL, pos INTEGER NOT NULL, seq INTEGER NOT NULL,

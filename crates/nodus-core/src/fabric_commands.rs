@@ -17,7 +17,7 @@ use nodus_fabric::objects::{
 use nodus_fabric::state::Visibility;
 use nodus_fabric::types::TypeDoc;
 use nodus_policy::PolicySnapshot;
-use nodus_registry::commands::{Command, CommandError, CommandSpec, Context};
+use nodus_registry::commands::{Command, CommandError, CommandSpec, Context, JsonCallError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -226,18 +226,15 @@ pub struct ObjectRef {
     pub id: String,
 }
 
-/// An [`ObjectView`] back from its cached form, `[type, id, label, version, data]` (positions,
-/// not keys: no map lookups on the hot path).
+/// An [`ObjectView`] back from its cached form: its JSON output ([`ObjectView::into_json`]).
 fn cached_view(v: &Value) -> Option<ObjectView> {
-    let [type_name, id, label, version, data] = v.as_array()?.as_slice() else {
-        return None;
-    };
+    let m = v.as_object()?;
     Some(ObjectView {
-        type_name: type_name.as_str()?.to_owned(),
-        id: id.as_str()?.to_owned(),
-        label: label.as_str()?.to_owned(),
-        version: version.as_u64()?,
-        data: data.clone(),
+        type_name: m.get("type")?.as_str()?.to_owned(),
+        id: m.get("id")?.as_str()?.to_owned(),
+        label: m.get("label")?.as_str()?.to_owned(),
+        version: m.get("version")?.as_u64()?,
+        data: m.get("data")?.clone(),
     })
 }
 
@@ -253,27 +250,23 @@ fn join(a: &str, sep: char, b: &str) -> String {
 /// `objects.get`: the version of an object the caller sees (the highest it dominates).
 pub struct ObjectsGet(pub(crate) WeakNodus);
 
-impl Command for ObjectsGet {
-    type Input = ObjectRef;
-    type Output = ObjectView;
-    fn spec(&self) -> CommandSpec {
-        CommandSpec::new("objects.get").description("read an object")
-    }
-    fn output_json(&self, output: ObjectView) -> Result<Value, serde_json::Error> {
-        Ok(output.into_json())
-    }
-    fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
+impl ObjectsGet {
+    /// The object's JSON output ([`ObjectView::into_json`]) as the cache holds it, read (and
+    /// cached) on a miss. The cache answers only for the same deciding inputs (tenant,
+    /// clearance, scheme, policy epoch, write generation): see `nodus_fabric::state`. The JSON
+    /// entry point clones this value; the typed one turns it back into a view.
+    fn lookup(
+        &self,
+        ctx: &Context,
+        input: &ObjectRef,
+    ) -> Result<std::sync::Arc<Value>, CommandError> {
         let n = instance(&self.0)?;
         let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
-        // The cache answers only for the same deciding inputs (tenant, clearance, scheme, policy
-        // epoch, write generation): see `nodus_fabric::state`.
         let who = Visibility::of(&snap, ctx.subject());
         let entity = join(&input.type_name, '/', &input.id);
         let cache = &n.inner.objects_cache;
-        if let Some(hit) = cache.get(ctx.tenant(), &who, &entity)
-            && let Some(view) = cached_view(&hit)
-        {
-            return Ok(view);
+        if let Some(hit) = cache.get(ctx.tenant(), &who, &entity) {
+            return Ok(hit);
         }
         let view = fabric(&n)
             .get(
@@ -284,17 +277,30 @@ impl Command for ObjectsGet {
                 &input.id,
             )
             .map_err(fabric_error)?;
-        {
-            let value = Value::Array(vec![
-                Value::String(view.type_name.clone()),
-                Value::String(view.id.clone()),
-                Value::String(view.label.clone()),
-                Value::from(view.version),
-                view.data.clone(),
-            ]);
-            cache.insert(ctx.tenant(), &who, &entity, std::sync::Arc::new(value));
-        }
-        Ok(view)
+        let value = std::sync::Arc::new(view.into_json());
+        cache.insert(ctx.tenant(), &who, &entity, value.clone());
+        Ok(value)
+    }
+}
+
+impl Command for ObjectsGet {
+    type Input = ObjectRef;
+    type Output = ObjectView;
+    fn spec(&self) -> CommandSpec {
+        CommandSpec::new("objects.get").description("read an object")
+    }
+    fn output_json(&self, output: ObjectView) -> Result<Value, serde_json::Error> {
+        Ok(output.into_json())
+    }
+    fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
+        let value = self.lookup(ctx, &input)?;
+        cached_view(&value).ok_or_else(|| {
+            CommandError::new("HandlerFailed", "a cached object is not an object view")
+        })
+    }
+    fn call_json(&self, ctx: &Context, input: ObjectRef) -> Result<Value, JsonCallError> {
+        // The output without the typed view in between: one clone of the cached JSON.
+        Ok(std::sync::Arc::unwrap_or_clone(self.lookup(ctx, &input)?))
     }
 }
 
