@@ -40,15 +40,16 @@ fn prepare(
     // compiled: recompile them once (same content and epoch) so this and every later check
     // takes the bitset fast path instead of matching patterns.
     let permission = type_name.map(|t| {
-        let name = join(action, '.', t);
-        match policy.symbols().permissions().get(&name) {
-            Some(id) => nodus_policy::PermissionId(id),
-            None => {
-                let id = policy.symbols().permission(&name);
-                policy.recompile();
-                id
+        with_joined(action, b'.', t, |name| {
+            match policy.symbols().permissions().get(name) {
+                Some(id) => nodus_policy::PermissionId(id),
+                None => {
+                    let id = policy.symbols().permission(name);
+                    policy.recompile();
+                    id
+                }
             }
-        }
+        })
     });
     let snap = policy
         .snapshot(ctx.tenant())
@@ -238,13 +239,28 @@ fn cached_view(v: &Value) -> Option<ObjectView> {
     })
 }
 
-/// `a` + `sep` + `b`, without the formatting machinery (this is on the cached-read path).
-fn join(a: &str, sep: char, b: &str) -> String {
-    let mut s = String::with_capacity(a.len() + 1 + b.len());
+/// Runs `f` on `a` + `sep` + `b` (an ASCII `sep`), built on the stack when it fits: this is on
+/// the cached-read path, where a heap string per key costs as much as the lookup.
+fn with_joined<R>(a: &str, sep: u8, b: &str, f: impl FnOnce(&str) -> R) -> R {
+    const CAP: usize = 320;
+    let len = a.len() + 1 + b.len();
+    let mut buf = [0u8; CAP];
+    if let Some(out) = buf.get_mut(..len) {
+        let (head, rest) = out.split_at_mut(a.len());
+        head.copy_from_slice(a.as_bytes());
+        if let Some((s, tail)) = rest.split_first_mut() {
+            *s = sep;
+            tail.copy_from_slice(b.as_bytes());
+        }
+        if let Ok(joined) = std::str::from_utf8(out) {
+            return f(joined);
+        }
+    }
+    let mut s = String::with_capacity(len);
     s.push_str(a);
-    s.push(sep);
+    s.push(char::from(sep));
     s.push_str(b);
-    s
+    f(&s)
 }
 
 /// `objects.get`: the version of an object the caller sees (the highest it dominates).
@@ -263,11 +279,14 @@ impl ObjectsGet {
         let n = instance(&self.0)?;
         let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
         let who = Visibility::of(&snap, ctx.subject());
-        let entity = join(&input.type_name, '/', &input.id);
         let cache = &n.inner.objects_cache;
-        if let Some(hit) = cache.get(ctx.tenant(), &who, &entity) {
+        let hit = with_joined(&input.type_name, b'/', &input.id, |entity| {
+            cache.get(ctx.tenant(), &who, entity)
+        });
+        if let Some(hit) = hit {
             return Ok(hit);
         }
+        let entity = format!("{}/{}", input.type_name, input.id);
         let view = fabric(&n)
             .get(
                 ctx.tenant(),

@@ -69,13 +69,14 @@ fn a_create_changes_six_rows_and_carries_a_bounded_number_of_wal_pages() {
     let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
     let page = f
         .log()
-        .read_projection(|c| c.query_row("PRAGMA page_size", [], |r| r.get::<_, u64>(0)))
+        .read_projection(|c| c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)))
         .unwrap();
     let start = size();
     let n = 500;
     for i in 2..2 + n {
         create(i);
     }
+    let page = u64::try_from(page).unwrap();
     let frames = (size() - start) / (page + 24);
     let per_create = frames as f64 / n as f64;
     assert!(
