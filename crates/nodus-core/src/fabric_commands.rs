@@ -17,7 +17,7 @@ use nodus_fabric::objects::{
 use nodus_fabric::state::Visibility;
 use nodus_fabric::types::TypeDoc;
 use nodus_policy::PolicySnapshot;
-use nodus_registry::commands::{Command, CommandError, CommandSpec, Context};
+use nodus_registry::commands::{Command, CommandError, CommandSpec, Context, JsonCallError};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -40,15 +40,16 @@ fn prepare(
     // compiled: recompile them once (same content and epoch) so this and every later check
     // takes the bitset fast path instead of matching patterns.
     let permission = type_name.map(|t| {
-        let name = join(action, '.', t);
-        match policy.symbols().permissions().get(&name) {
-            Some(id) => nodus_policy::PermissionId(id),
-            None => {
-                let id = policy.symbols().permission(&name);
-                policy.recompile();
-                id
+        with_joined(action, b'.', t, |name| {
+            match policy.symbols().permissions().get(name) {
+                Some(id) => nodus_policy::PermissionId(id),
+                None => {
+                    let id = policy.symbols().permission(name);
+                    policy.recompile();
+                    id
+                }
             }
-        }
+        })
     });
     let snap = policy
         .snapshot(ctx.tenant())
@@ -226,32 +227,80 @@ pub struct ObjectRef {
     pub id: String,
 }
 
-/// An [`ObjectView`] back from its cached form, `[type, id, label, version, data]` (positions,
-/// not keys: no map lookups on the hot path).
+/// An [`ObjectView`] back from its cached form: its JSON output ([`ObjectView::into_json`]).
 fn cached_view(v: &Value) -> Option<ObjectView> {
-    let [type_name, id, label, version, data] = v.as_array()?.as_slice() else {
-        return None;
-    };
+    let m = v.as_object()?;
     Some(ObjectView {
-        type_name: type_name.as_str()?.to_owned(),
-        id: id.as_str()?.to_owned(),
-        label: label.as_str()?.to_owned(),
-        version: version.as_u64()?,
-        data: data.clone(),
+        type_name: m.get("type")?.as_str()?.to_owned(),
+        id: m.get("id")?.as_str()?.to_owned(),
+        label: m.get("label")?.as_str()?.to_owned(),
+        version: m.get("version")?.as_u64()?,
+        data: m.get("data")?.clone(),
     })
 }
 
-/// `a` + `sep` + `b`, without the formatting machinery (this is on the cached-read path).
-fn join(a: &str, sep: char, b: &str) -> String {
-    let mut s = String::with_capacity(a.len() + 1 + b.len());
+/// Runs `f` on `a` + `sep` + `b` (an ASCII `sep`), built on the stack when it fits: this is on
+/// the cached-read path, where a heap string per key costs as much as the lookup.
+fn with_joined<R>(a: &str, sep: u8, b: &str, f: impl FnOnce(&str) -> R) -> R {
+    const CAP: usize = 320;
+    let len = a.len() + 1 + b.len();
+    let mut buf = [0u8; CAP];
+    if let Some(out) = buf.get_mut(..len) {
+        let (head, rest) = out.split_at_mut(a.len());
+        head.copy_from_slice(a.as_bytes());
+        if let Some((s, tail)) = rest.split_first_mut() {
+            *s = sep;
+            tail.copy_from_slice(b.as_bytes());
+        }
+        if let Ok(joined) = std::str::from_utf8(out) {
+            return f(joined);
+        }
+    }
+    let mut s = String::with_capacity(len);
     s.push_str(a);
-    s.push(sep);
+    s.push(char::from(sep));
     s.push_str(b);
-    s
+    f(&s)
 }
 
 /// `objects.get`: the version of an object the caller sees (the highest it dominates).
 pub struct ObjectsGet(pub(crate) WeakNodus);
+
+impl ObjectsGet {
+    /// The object's JSON output ([`ObjectView::into_json`]) as the cache holds it, read (and
+    /// cached) on a miss. The cache answers only for the same deciding inputs (tenant,
+    /// clearance, scheme, policy epoch, write generation): see `nodus_fabric::state`. The JSON
+    /// entry point clones this value; the typed one turns it back into a view.
+    fn lookup(
+        &self,
+        ctx: &Context,
+        input: &ObjectRef,
+    ) -> Result<std::sync::Arc<Value>, CommandError> {
+        let n = instance(&self.0)?;
+        let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
+        let who = Visibility::of(&snap, ctx.subject());
+        let cache = &n.inner.objects_cache;
+        let hit = with_joined(&input.type_name, b'/', &input.id, |entity| {
+            cache.get(ctx.tenant(), &who, entity)
+        });
+        if let Some(hit) = hit {
+            return Ok(hit);
+        }
+        let entity = format!("{}/{}", input.type_name, input.id);
+        let view = fabric(&n)
+            .get(
+                ctx.tenant(),
+                &snap,
+                ctx.subject(),
+                &input.type_name,
+                &input.id,
+            )
+            .map_err(fabric_error)?;
+        let value = std::sync::Arc::new(view.into_json());
+        cache.insert(ctx.tenant(), &who, &entity, value.clone());
+        Ok(value)
+    }
+}
 
 impl Command for ObjectsGet {
     type Input = ObjectRef;
@@ -263,38 +312,14 @@ impl Command for ObjectsGet {
         Ok(output.into_json())
     }
     fn call(&self, ctx: &Context, input: ObjectRef) -> Result<ObjectView, CommandError> {
-        let n = instance(&self.0)?;
-        let snap = prepare(&n, ctx, "objects.get", Some(&input.type_name))?;
-        // The cache answers only for the same deciding inputs (tenant, clearance, scheme, policy
-        // epoch, write generation): see `nodus_fabric::state`.
-        let who = Visibility::of(&snap, ctx.subject());
-        let entity = join(&input.type_name, '/', &input.id);
-        let cache = &n.inner.objects_cache;
-        if let Some(hit) = cache.get(ctx.tenant(), &who, &entity)
-            && let Some(view) = cached_view(&hit)
-        {
-            return Ok(view);
-        }
-        let view = fabric(&n)
-            .get(
-                ctx.tenant(),
-                &snap,
-                ctx.subject(),
-                &input.type_name,
-                &input.id,
-            )
-            .map_err(fabric_error)?;
-        {
-            let value = Value::Array(vec![
-                Value::String(view.type_name.clone()),
-                Value::String(view.id.clone()),
-                Value::String(view.label.clone()),
-                Value::from(view.version),
-                view.data.clone(),
-            ]);
-            cache.insert(ctx.tenant(), &who, &entity, std::sync::Arc::new(value));
-        }
-        Ok(view)
+        let value = self.lookup(ctx, &input)?;
+        cached_view(&value).ok_or_else(|| {
+            CommandError::new("HandlerFailed", "a cached object is not an object view")
+        })
+    }
+    fn call_json(&self, ctx: &Context, input: ObjectRef) -> Result<Value, JsonCallError> {
+        // The output without the typed view in between: one clone of the cached JSON.
+        Ok(std::sync::Arc::unwrap_or_clone(self.lookup(ctx, &input)?))
     }
 }
 

@@ -30,5 +30,5 @@ pub use objects::{
 };
 #[cfg(feature = "postgres")]
 pub use pg::{PgConnectError, PgEventLog};
-pub use sqlite::{Durability, STORE_FORMAT, SqliteEventLog};
+pub use sqlite::{CHECKPOINT_PAGES, Durability, STORE_FORMAT, SqliteEventLog};
 pub use upcast::{Upcast, UpcastError, UpcastFn, Upcasters};

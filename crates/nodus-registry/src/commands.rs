@@ -273,6 +273,15 @@ pub enum JsonCallError {
 /// # Errors
 /// [`JsonCallError::InvalidInput`] naming the path and the reason.
 pub fn parse_input<T: DeserializeOwned>(json: &str) -> Result<T, JsonCallError> {
+    // Fast path: one pass without path tracking, and the rest of the text must be whitespace.
+    // Only a failure takes the slow path below, which finds the same failure again with its
+    // path (so the result is the same either way).
+    let mut fast = serde_json::Deserializer::from_str(json);
+    if let Ok(v) = <T as serde::Deserialize>::deserialize(&mut fast)
+        && fast.end().is_ok()
+    {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_str(json);
     let value: Result<T, _> = serde_path_to_error::deserialize(de);
     match value {
@@ -467,6 +476,23 @@ pub trait Command: Send + Sync + 'static {
     /// When the output cannot be represented as JSON (reported as an output error).
     fn output_json(&self, output: Self::Output) -> Result<serde_json::Value, serde_json::Error> {
         serde_json::to_value(output)
+    }
+
+    /// Runs the command on the JSON entry point: [`call`](Self::call), then
+    /// [`output_json`](Self::output_json). A command that can answer with JSON it already holds
+    /// (e.g. a cached read) may override it to skip the typed output; the result must equal
+    /// what the default makes, errors included. Called only after the guard allowed it.
+    ///
+    /// # Errors
+    /// As [`call`](Self::call), or [`JsonCallError::Output`].
+    fn call_json(
+        &self,
+        ctx: &Context,
+        input: Self::Input,
+    ) -> Result<serde_json::Value, JsonCallError> {
+        let out = self.call(ctx, input)?;
+        self.output_json(out)
+            .map_err(|e| JsonCallError::Output(e.to_string()))
     }
 }
 
@@ -698,10 +724,7 @@ impl CommandRegistry {
         let for_json = command.clone();
         let json: Arc<JsonHandler> = Arc::new(move |ctx: &Context, payload: &str| {
             let input: C::Input = parse_input(payload)?;
-            let out = for_json.call(ctx, input)?;
-            for_json
-                .output_json(out)
-                .map_err(|e| JsonCallError::Output(e.to_string()))
+            for_json.call_json(ctx, input)
         });
         let typed: Arc<dyn Any + Send + Sync> = command;
         self.insert(spec, json, Some((TypeId::of::<C>(), typed)), scheme)

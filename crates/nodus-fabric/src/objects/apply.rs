@@ -198,18 +198,27 @@ pub(crate) fn apply_object(
     tenant: &TenantId,
     e: &Event,
 ) -> Result<Option<VersionRow>> {
-    let Some(p) = e
-        .payload
-        .to_value()
-        .ok()
-        .and_then(|v| serde_json::from_value::<ObjectPayload>(v).ok())
-    else {
+    apply_object_checked(conn, tenant, e, |_| Ok(()))
+}
+
+/// [`apply_object`], with `check` run on the stored version at the event's label (if any)
+/// before anything is written: a local write's precondition (a create's "no live version", an
+/// update's expected version) decided on the row the apply reads anyway, not on a second read.
+pub(crate) fn apply_object_checked(
+    conn: &Connection,
+    tenant: &TenantId,
+    e: &Event,
+    check: impl FnOnce(Option<&VersionRow>) -> Result<()>,
+) -> Result<Option<VersionRow>> {
+    // Straight from the canonical text (no intermediate `Value` tree).
+    let Ok(p) = serde_json::from_str::<ObjectPayload>(e.payload.as_str()) else {
         return Ok(None);
     };
     let label = e.label.as_str();
     let stored = load_rows(conn, tenant, &p.type_name, &p.id, Some(label))?
         .into_iter()
         .next();
+    check(stored.as_ref())?;
     let existed = stored.is_some();
     let mut row = stored.unwrap_or_else(|| VersionRow {
         label: label.to_owned(),

@@ -993,30 +993,22 @@ impl Fabric {
         );
         let mut out = None;
         self.log.append_with(tenant, vec![ev], |tx, evs| {
-            let live: Option<i64> = tx
-                .prepare_cached(
-                    "SELECT deleted FROM fabric_objects
-                     WHERE tenant = ?1 AND type = ?2 AND id = ?3 AND label = ?4",
-                )?
-                .query_row(
-                    rusqlite::params![tenant.as_str(), tname, id, label_text],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if live == Some(0) {
-                return Err(FabricError::AlreadyExists {
-                    type_name: tname.clone(),
-                    id: id.clone(),
-                    label: label_text.clone(),
-                });
-            }
             let mut row = None;
             for e in evs {
-                row = apply::apply_object(tx, tenant, e)?;
+                row = apply::apply_object_checked(tx, tenant, e, |stored| {
+                    if stored.is_some_and(|s| !s.deleted) {
+                        return Err(FabricError::AlreadyExists {
+                            type_name: tname.clone(),
+                            id: id.clone(),
+                            label: label_text.clone(),
+                        });
+                    }
+                    Ok(())
+                })?;
             }
             let row = row.ok_or_else(|| corrupt("a created object was not projected"))?;
             out = Some(view(&def, snap, subject, &id, &row));
-            Ok(())
+            Ok::<(), FabricError>(())
         })?;
         out.ok_or_else(|| corrupt("a created object was not projected"))
     }
@@ -1194,23 +1186,17 @@ impl Fabric {
     ) -> Result<Option<VersionRow>> {
         let mut out = None;
         self.log.append_with(tenant, vec![ev], |tx, evs| {
-            let now = load_rows(tx, tenant, tname, id, Some(&row.label))?
-                .into_iter()
-                .next();
-            match &now {
-                Some(n) if n.version == row.version && !n.deleted => {}
-                _ => {
-                    return Err(FabricError::Conflict {
+            for e in evs {
+                out = apply::apply_object_checked(tx, tenant, e, |now| match now {
+                    Some(n) if n.version == row.version && !n.deleted => Ok(()),
+                    _ => Err(FabricError::Conflict {
                         entity: format!("{tname}/{id}"),
                         expected: row.version,
                         actual: now.map_or(0, |n| n.version),
-                    });
-                }
+                    }),
+                })?;
             }
-            for e in evs {
-                out = apply::apply_object(tx, tenant, e)?;
-            }
-            Ok(())
+            Ok::<(), FabricError>(())
         })?;
         Ok(out)
     }
