@@ -42,11 +42,16 @@
 //!
 //! (Before collecting a batch's changes in one `get_changes` pass — automerge rebuilds a change
 //! from its op set, a pass over the document per `get_change_by_hash` — the batched figures were
-//! 2.5× and 3.4× of a 547 ms floor under heavier load.) What remains above the floor is mostly
-//! compaction: a `save()` of the whole document each time the incremental chunks outgrow the
-//! compacted part (and 32 KiB), about 14 times over these 10,000 changes; then the 200 events
-//! (canonical JSON, base64 and SHA-256 of ~800 KB of change bytes, 200 WAL commits). Next steps:
-//! compaction off the write path (when a document leaves the cache, or on a background thread).
+//! 2.5× and 3.4× of a 547 ms floor under heavier load.) What remains above the floor is **not**
+//! compaction: with compaction switched off (an experiment, not committed) the batched run took
+//! 875 ms against a 269 ms floor in the same run, 3.3×. It is extracting the change bytes an
+//! event must carry: automerge 0.7 builds a change at commit, keeps only its hash, and rebuilds
+//! it on request (`get_change_by_hash`, `get_changes`) by walking the document's op set, so each
+//! extraction costs in proportion to the whole document, not to the change. By elimination (not
+//! yet profiled), one walk per batch of 50 over a 10,000-character text is most of the ~60 µs
+//! per change above the floor (and one walk per change is why the single-change figure below
+//! grows with the document). No public
+//! automerge 0.7 API hands out the change built at commit; larger batches amortise the walk.
 //!
 //! The single-change target is not met, and cannot be with one durable event per change: appending one
 //! event alone costs ~60 µs on this machine (`eventlog/append_1_normal` in `fabric.rs`), 3.5× the
