@@ -602,7 +602,7 @@ fn save_job(conn: &Connection, tenant: &TenantId, j: &FieldJob, cursor: &str) ->
         "INSERT INTO fabric_field_jobs (tenant, {JOB_COLS}, cursor)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (tenant, job) DO UPDATE SET state = excluded.state, done = excluded.done,
-             failed = excluded.failed, batches = excluded.batches,
+             failed = excluded.failed, total = excluded.total, batches = excluded.batches,
              updated_ms = excluded.updated_ms, cursor = excluded.cursor"
     ))?
     .execute(rusqlite::params![
