@@ -17,7 +17,9 @@ pub const BATCH_EXTENSION: &str = "nlb";
 
 /// A [`DiffTransport`] over a directory every node can read and write: `<root>/<tenant>/` holds
 /// one file per batch, named `<unix ms, 16 digits>-<batch id, 64 hex>.nlb`, so names sort in
-/// publication time and a name says which batch it is. A batch is written to a hidden temporary
+/// publication time and a name says which batch it is (the time part is strictly increasing
+/// within a process: one publisher's batches sort in the order it published them, even within a
+/// millisecond). A batch is written to a hidden temporary
 /// file, flushed to disk and renamed into place, so a reader never sees half a batch. Readers
 /// poll the directory. Files are kept (any node may catch up from them) until the host prunes
 /// them with [`prune`](Self::prune).
@@ -40,6 +42,23 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// The time part of a new batch file's name: the clock in milliseconds, but strictly greater than
+/// the last one this process used, so two publishes in the same millisecond (or across a clock
+/// step back) still sort in publication order.
+fn name_ms() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev.saturating_add(1));
+        match LAST.compare_exchange_weak(prev, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(seen) => prev = seen,
+        }
+    }
 }
 
 impl FileDropTransport {
@@ -127,7 +146,7 @@ impl DiffTransport for FileDropTransport {
         let dir = self.tenant_path(tenant);
         fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
         let id = batch.id();
-        let name = format!("{:016}-{id}.{BATCH_EXTENSION}", now_ms());
+        let name = format!("{:016}-{id}.{BATCH_EXTENSION}", name_ms());
         let tmp = dir.join(format!(".tmp-{id}"));
         let path = dir.join(&name);
         let written = (|| -> std::io::Result<()> {
