@@ -51,9 +51,7 @@ fn prepare(
             }
         })
     });
-    let snap = policy
-        .snapshot(ctx.tenant())
-        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))?;
+    let snap = crate::builtins::tenant_snapshot(n, ctx)?;
     if let (Some(t), Some(permission)) = (type_name, permission)
         && !snap.permits(ctx.subject(), permission)
     {

@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::builtins::instance;
+use crate::builtins::{instance, tenant_snapshot as snapshot};
 use crate::nodus::WeakNodus;
 
 /// The audit record kinds this module writes.
@@ -298,13 +298,6 @@ pub(crate) fn has_listed_role(
                 .is_some_and(|id| subject.roles().contains(RoleId(id)))
         })
     })
-}
-
-fn snapshot(n: &crate::Nodus, ctx: &Context) -> Result<Arc<PolicySnapshot>, CommandError> {
-    n.inner
-        .policy
-        .snapshot(ctx.tenant())
-        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))
 }
 
 fn allowed(n: &crate::Nodus, snap: &PolicySnapshot, ctx: &Context, key: &str) -> bool {

@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use crate::builtins::{NoInput, instance};
+use crate::builtins::{NoInput, instance, tenant_snapshot as snapshot};
 use crate::nodus::WeakNodus;
 
 /// The sync directory's name inside the data directory (the default sync directory).
@@ -1181,13 +1181,6 @@ pub struct ActivateInfo {
     pub equivocations: u64,
     /// Events the log refused.
     pub rejected: u64,
-}
-
-fn snapshot(n: &crate::Nodus, ctx: &Context) -> Result<Arc<PolicySnapshot>, CommandError> {
-    n.inner
-        .policy
-        .snapshot(ctx.tenant())
-        .ok_or_else(|| CommandError::new("UnknownTenant", "the tenant has no policy"))
 }
 
 fn known_types(
